@@ -1,0 +1,27 @@
+"""The one `assay` command: each stage's package contributes its commands through `register(app)`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import typer
+
+COMMAND_MODULES = (
+    "assay.schemas.cli",
+    "assay.flows.demo",
+)
+
+app = typer.Typer(help="Assay: distil a teacher LLM into cheap, private yes/no classifiers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Console-script entry point (offline by default: nothing is fetched from a model hub)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

@@ -1,0 +1,184 @@
+"""Question specs: one YAML file per yes/no question, modelled with pydantic v2."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Example(_Strict):
+    """A text with its yes/no answer, shown to teachers and used by the embedding source."""
+
+    text: str = Field(min_length=1)
+    answer: bool
+
+
+class _Source(_Strict):
+    name: str | None = Field(
+        default=None, description="Column name of this source's votes; defaults to the kind (made unique)."
+    )
+    weight: float = Field(default=1.0, gt=0, description="Prior weight of this source in weighted majority vote.")
+
+
+class LlmSource(_Source):
+    """An OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, TGI, LoRAX)."""
+
+    kind: Literal["llm"]
+    base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://vllm.internal:8000/v1")
+    model: str
+    api_key_env: str = Field(description="Name of the environment variable holding the API key (never the key).")
+    prompt: str | None = Field(
+        default=None, description="Prompt template override; placeholders {question} {guidelines} {examples} {text}."
+    )
+    max_text_chars: int = Field(default=4000, gt=0)
+    skip_when_confident: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=1.0,
+        description="Skip records the other sources already decide with at least this confidence.",
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return value
+
+
+class LocalLlmSource(_Source):
+    """A causal LM loaded from a local path with transformers; P(yes) from next-token logits."""
+
+    kind: Literal["local_llm"]
+    path: str
+    batch_size: int = Field(default=8, gt=0)
+    max_text_chars: int = Field(default=4000, gt=0)
+
+
+class RulesSource(_Source):
+    """Keywords and regular expressions written by the data team."""
+
+    kind: Literal["rules"]
+    yes_keywords: list[str] = Field(default_factory=list)
+    no_keywords: list[str] = Field(default_factory=list)
+    yes_patterns: list[str] = Field(default_factory=list, description="Regular expressions voting yes.")
+    no_patterns: list[str] = Field(default_factory=list, description="Regular expressions voting no.")
+    case_sensitive: bool = False
+    word_boundary: bool = True
+
+    @field_validator("yes_patterns", "no_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"regular expression {pattern!r} does not compile: {exc}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "RulesSource":
+        if not (self.yes_keywords or self.no_keywords or self.yes_patterns or self.no_patterns):
+            raise ValueError("a rules source needs at least one keyword or pattern")
+        return self
+
+
+class EmbeddingSource(_Source):
+    """Cosine similarity of the text to the spec's yes and no examples."""
+
+    kind: Literal["embedding"]
+    model: str | None = Field(default=None, description="Local sentence-transformers path; default: bundled MiniLM.")
+    abstain_band: float = Field(
+        default=0.02, ge=0, lt=1, description="Abstain when |sim(yes) - sim(no)| is below this margin."
+    )
+
+
+class LabelsFileSource(_Source):
+    """Answers recorded elsewhere: a Parquet or CSV file with an id and a 0/1 column."""
+
+    kind: Literal["labels_file"]
+    path: str = Field(description="Relative paths resolve against the question file's folder.")
+    id_column: str = "id"
+    label_column: str = "label"
+    vote: Literal["both", "yes", "no"] = Field(
+        default="both",
+        description="Which recorded answers count as votes: both, only yes (no abstains), or only no (yes abstains).",
+    )
+
+
+Source = Annotated[
+    Union[LlmSource, LocalLlmSource, RulesSource, EmbeddingSource, LabelsFileSource],
+    Field(discriminator="kind"),
+]
+SOURCE_KINDS = ("llm", "local_llm", "rules", "embedding", "labels_file")
+
+
+class Training(_Strict):
+    """Overrides of the distillation defaults for this question."""
+
+    base_model: str | None = Field(default=None, description="Hugging Face model path; default: bundled MiniLM.")
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    lora_alpha: float | None = Field(default=None, gt=0, description="Default: 2 x rank.")
+    target_modules: list[str] | None = Field(default=None, description="Default: the base model's attention/MLP linears.")
+    top_layers: int | None = Field(
+        default=None, ge=1, description="Adapt only the top N transformer layers (shared lower layers); None: default."
+    )
+    epochs: int | None = Field(default=None, ge=1)
+    learning_rate: float | None = Field(default=None, gt=0)
+
+
+class Promotion(_Strict):
+    """Minimum quality on the evaluation set before an adapter becomes current."""
+
+    min_f1: float = Field(default=0.0, ge=0, le=1)
+    min_precision: float = Field(default=0.0, ge=0, le=1)
+
+
+class QuestionSpec(_Strict):
+    """One yes/no question, its weak labellers and its training and promotion settings."""
+
+    id: str = Field(description="snake_case, unique across the folder; names the output columns.")
+    version: int = Field(ge=1)
+    question: str = Field(min_length=3, description="The yes/no question as it would be put to a person.")
+    guidelines: str = Field(default="", description="What counts as yes and no, edge cases.")
+    examples: list[Example] = Field(default_factory=list)
+    sources: list[Source] = Field(min_length=1)
+    training: Training = Field(default_factory=Training)
+    promotion: Promotion = Field(default_factory=Promotion)
+
+    @field_validator("id")
+    @classmethod
+    def _snake_case(cls, value: str) -> str:
+        if not SNAKE_CASE.fullmatch(value):
+            raise ValueError(f"{value!r} is not snake_case (lowercase letters, digits and _, starting with a letter)")
+        return value
+
+    @model_validator(mode="after")
+    def _name_sources(self) -> "QuestionSpec":
+        seen: dict[str, int] = {}
+        for source in self.sources:
+            base = source.name or source.kind
+            seen[base] = seen.get(base, 0) + 1
+            if source.name is None:
+                source.name = base if seen[base] == 1 else f"{base}_{seen[base]}"
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique within a question; repeated: {', '.join(duplicates)}")
+        return self
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a question file, for editors (yaml-language-server)."""
+    schema = QuestionSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Assay question"
+    return schema
