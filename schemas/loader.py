@@ -46,13 +46,12 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == part), None)
             if match is None:
-                key = next((k for k, _ in node.value if k.value == part), None)
-                return key.start_mark.line + 1 if key is not None else line
+                continue  # a missing field, or a union tag (e.g. 'rules') that has no YAML node
             node = match
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
         else:
-            continue  # pydantic adds union tags (e.g. 'rules') that have no YAML node
+            continue
         line = node.start_mark.line + 1
     return line
 

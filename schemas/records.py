@@ -103,6 +103,7 @@ def _jsonl_batches(path: Path, batch_rows: int, rejects: Rejects) -> Iterator[pa
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            raw = raw.rstrip(b"\r\n")
             try:
                 value = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
@@ -114,7 +115,11 @@ def _jsonl_batches(path: Path, batch_rows: int, rejects: Rejects) -> Iterator[pa
             if not isinstance(value, dict):
                 rejects.add(path, number, None, raw, "not a JSON object")
                 continue
-            value["__row"] = number
+            record_id, text, reason = check_record(value.get("id"), value.get("text"))
+            if reason:
+                rejects.add(path, number, record_id, raw, reason)
+                continue
+            value.update(id=record_id, text=text, __row=number)
             rows.append(value)
             if len(rows) >= batch_rows:
                 yield _jsonl_table(rows)
@@ -135,18 +140,26 @@ def _jsonl_table(rows: list[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(arrays)
 
 
-def _cell_text(value: object) -> tuple[str | None, str | None]:
-    """(text, reason): the usable string of a cell, or why it is unusable."""
-    if value is None:
-        return None, "null"
-    if isinstance(value, bytes):
+def check_record(raw_id: object, raw_text: object) -> tuple[str | None, str | None, str | None]:
+    """(id, text, reason): the usable id and text of one record, or why it cannot be used.
+
+    Ids may be strings or integers (kept as strings); text must be a UTF-8 string.
+    """
+    if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, type(None))):
+        return None, None, f"id is not a string ({type(raw_id).__name__})"
+    record_id = None if raw_id is None else str(raw_id)
+    if record_id is None or not record_id.strip():
+        return record_id, None, "missing or empty id"
+    if raw_text is None:
+        return record_id, None, "text is null"
+    if isinstance(raw_text, bytes):
         try:
-            value = value.decode("utf-8")
+            raw_text = raw_text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
-    if not isinstance(value, str):
-        return None, f"not a string ({type(value).__name__})"
-    return value, None
+            return record_id, None, f"text is not UTF-8 ({exc.reason} at byte {exc.start})"
+    if not isinstance(raw_text, str):
+        return record_id, None, f"text is not a string ({type(raw_text).__name__})"
+    return record_id, raw_text, None
 
 
 @dataclass
@@ -160,16 +173,17 @@ class RecordReader:
     batch_rows: int = 10_000
     rejects: Rejects = field(default_factory=Rejects)
     seen_ids: set[str] = field(default_factory=set)
-    rows_read: int = 0
 
     def __iter__(self) -> Iterator[pa.Table]:
         for file in input_files(self.path):
+            rows_before = 0
             for batch in _raw_batches(file, self.batch_rows, self.rejects):
-                table = self._validate(file, batch)
+                table = self._validate(file, batch, rows_before)
+                rows_before += batch.num_rows
                 if table.num_rows:
                     yield table
 
-    def _validate(self, file: Path, batch: pa.RecordBatch) -> pa.Table:
+    def _validate(self, file: Path, batch: pa.RecordBatch, rows_before: int) -> pa.Table:
         missing = [name for name in ("id", "text") if name not in batch.schema.names]
         if missing:
             raise RecordsError(f"{file}: missing column(s) {', '.join(missing)}; records need `id` and `text` "
@@ -179,28 +193,20 @@ class RecordReader:
         texts = batch.column("text").to_pylist()
         keep, clean_ids, clean_texts = [], [], []
         for index, (raw_id, raw_text) in enumerate(zip(ids, texts)):
-            row = rows[index] if rows else self.rows_read + index + 1
-            record_id = None if raw_id is None else str(raw_id)
-            text, problem = _cell_text(raw_text)
-            reason = None
-            if record_id is None or not record_id.strip():
-                reason = "missing or empty id"
-            elif problem:
-                reason = f"text is {problem}"
-            elif record_id in self.seen_ids:
+            record_id, text, reason = check_record(raw_id, raw_text)
+            if reason is None and record_id in self.seen_ids:
                 reason = f"duplicate id {record_id!r}"
             if reason:
                 raw = raw_text if isinstance(raw_text, bytes) else json.dumps(
                     {"id": raw_id, "text": raw_text}, default=str).encode()
-                self.rejects.add(file, row, record_id, raw, reason)
+                self.rejects.add(file, rows[index] if rows else rows_before + index + 1, record_id, raw, reason)
                 continue
             self.seen_ids.add(record_id)
             keep.append(index)
             clean_ids.append(record_id)
             clean_texts.append(text)
-        self.rows_read += batch.num_rows
         metadata = [n for n in batch.schema.names if n not in ("id", "text", "__row")]
-        table = pa.Table.from_batches([batch]).select(metadata).take(pa.array(keep, pa.int64()))
-        table = table.add_column(0, "text", pa.array(clean_texts, pa.string()))
-        return table.add_column(0, "id", pa.array(clean_ids, pa.string()))
+        kept = batch.select(metadata).take(pa.array(keep, pa.int64()))
+        columns = {"id": pa.array(clean_ids, pa.string()), "text": pa.array(clean_texts, pa.string())}
+        return pa.table({**columns, **{name: kept.column(name) for name in metadata}})
 
