@@ -10,6 +10,7 @@ import typer
 COMMAND_MODULES = (
     "assay.schemas.cli",
     "assay.flows.demo",
+    "assay.engine.cli",
 )
 
 app = typer.Typer(help="Assay: distil a teacher LLM into cheap, private yes/no classifiers.",

