@@ -86,17 +86,12 @@ def _repeat(value: Any, batch: int, copies: int) -> Any:
 class MultiLoraModel:
     """The base model with its loaded adapters; :meth:`probabilities` scores a padded batch."""
 
-    def __init__(self, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> None:
-        self.device = torch.device(device)
-        self.dtype = torch.float32 if self.device.type == "cpu" else torch.bfloat16
+    def __init__(self, model: nn.Module, share_lower: bool = True) -> None:
+        """Wrap a loaded ``...ForSequenceClassification`` model (its device and dtype are kept)."""
+        weight = next(model.parameters())
+        self.device, self.dtype = weight.device, weight.dtype
         self.share_lower = share_lower
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # the base's own head is unused: no "MISSING" report
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=2, dtype=self.dtype)
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
         self.arch = architecture(self.model)
         self.config = self.model.config
         self.adapters: dict[str, LoraAdapter] = {}
@@ -106,6 +101,18 @@ class MultiLoraModel:
         self._head_w = self._head_b = None
         for index, stage in enumerate(self.arch.stages):
             stage.register_forward_pre_hook(self._fan_hook(index), with_kwargs=True)
+
+    @classmethod
+    def load(cls, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> "MultiLoraModel":
+        """Load a base model folder once: fp32 on CPU, bf16 on CUDA."""
+        dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the base's own head is unused: no "MISSING" report
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(base_path), num_labels=2, dtype=dtype)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        return cls(model.to(device), share_lower=share_lower)
 
     @property
     def max_positions(self) -> int | None:

@@ -36,7 +36,7 @@ class Scorer:
         if batch_tokens < 1:
             raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.base = Path(base) if base is not None else default_base()
-        self.model = MultiLoraModel(self.base, device=device, share_lower=share_lower)
+        self.model = MultiLoraModel.load(self.base, device=device, share_lower=share_lower)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.base))
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)

@@ -10,7 +10,11 @@ import typer
 COMMAND_MODULES = (
     "assay.schemas.cli",
     "assay.flows.demo",
+    "assay.labeling.cli",
+    "assay.flows.ops",
     "assay.engine.cli",
+    "assay.engine.stream_cli",
+    "assay.distill.cli",
 )
 
 app = typer.Typer(help="Assay: distil a teacher LLM into cheap, private yes/no classifiers.",

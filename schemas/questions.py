@@ -21,6 +21,22 @@ class Example(_Strict):
     answer: bool
 
 
+PROMPT_PLACEHOLDERS = ("question", "guidelines", "examples", "text")
+
+
+def _check_template(template: str | None) -> str | None:
+    """A prompt template must hold {text} and no placeholder other than the four known ones."""
+    if template is None:
+        return None
+    unknown = sorted(set(re.findall(r"\{(\w+)\}", template)) - set(PROMPT_PLACEHOLDERS))
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                         f"use {', '.join('{' + p + '}' for p in PROMPT_PLACEHOLDERS)}")
+    if "{text}" not in template:
+        raise ValueError("a prompt template must contain the {text} placeholder")
+    return template
+
+
 class _Source(_Strict):
     name: str | None = Field(
         default=None, description="Column name of this source's votes; defaults to the kind (made unique)."
@@ -28,23 +44,51 @@ class _Source(_Strict):
     weight: float = Field(default=1.0, gt=0, description="Prior weight of this source in weighted majority vote.")
 
 
-class LlmSource(_Source):
-    """An OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, TGI, LoRAX)."""
+class _Teacher(_Source):
+    """A source that is asked the question in a prompt (LLM endpoint or local causal LM)."""
+
+    prompt: str | None = Field(
+        default=None, description="Prompt template override; placeholders {question} {guidelines} {examples} {text}."
+    )
+    max_text_chars: int = Field(default=4000, gt=0, description="Longer texts are truncated, with a note.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+
+class LlmSource(_Teacher):
+    """An OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, TGI, LoRAX).
+
+    The request limits left unset here come from the deployment settings (`assay.yaml`).
+    """
 
     kind: Literal["llm"]
     base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://vllm.internal:8000/v1")
     model: str
     api_key_env: str = Field(description="Name of the environment variable holding the API key (never the key).")
-    prompt: str | None = Field(
-        default=None, description="Prompt template override; placeholders {question} {guidelines} {examples} {text}."
+    api_key_file: str | None = Field(
+        default=None, description="File holding the API key (e.g. a mounted secret); used instead of api_key_env."
     )
-    max_text_chars: int = Field(default=4000, gt=0)
     skip_when_confident: float | None = Field(
         default=None,
         ge=0.5,
         le=1.0,
         description="Skip records the other sources already decide with at least this confidence.",
     )
+    mode: Literal["online", "batch"] = Field(
+        default="online", description="online: chat requests now; batch: the OpenAI Batch API (half price, <24 h)."
+    )
+    logprobs: bool = Field(default=True, description="Ask for top log-probabilities to get a calibrated P(yes).")
+    top_logprobs: int = Field(default=10, ge=1, le=20)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_answer_tokens: int = Field(default=4, ge=1, le=64, description="Completion tokens allowed for the answer.")
+    concurrency: int | None = Field(default=None, ge=1, le=1024, description="Override of the settings' concurrency.")
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    request_timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
 
     @field_validator("api_key_env")
     @classmethod
@@ -54,13 +98,14 @@ class LlmSource(_Source):
         return value
 
 
-class LocalLlmSource(_Source):
+class LocalLlmSource(_Teacher):
     """A causal LM loaded from a local path with transformers; P(yes) from next-token logits."""
 
     kind: Literal["local_llm"]
-    path: str
+    path: str = Field(description="Folder of a transformers causal LM (weights and tokenizer).")
     batch_size: int = Field(default=8, gt=0)
-    max_text_chars: int = Field(default=4000, gt=0)
+    device: str = Field(default="auto", description="auto (GPUs when present, else CPU), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class RulesSource(_Source):

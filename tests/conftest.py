@@ -26,3 +26,22 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     finally:
         broker.stop()
 # ---- end Kafka broker ------------------------------------------------------------------------
+
+
+# ---- Prefect API (owner: flows) --------------------------------------------------------------
+# One ephemeral Prefect API (Prefect's own test harness: a real server on a temporary database) per
+# session; it takes ~20 s to start on a shared 2-core machine, so every flow test shares it.
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> Iterator[None]:
+    """Run flows, tasks and events against a real, temporary Prefect server."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}):
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+# ---- end Prefect API -------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""`assay train` and `assay registry list|show|promote|rollback`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .registry import AdapterVersion, Registry, RegistryError
+
+console = Console()
+registry_app = typer.Typer(help="Inspect adapter versions, promote one, roll back.", no_args_is_help=True)
+REGISTRY_OPTION = typer.Option(..., "--registry", help="Adapter registry folder (<question>/<version>/, CURRENT).")
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _metric(version: AdapterVersion, split: str, name: str) -> str:
+    value = version.metrics.get(split, {}).get(name)
+    return "" if value is None else f"{value:.3f}"
+
+
+@registry_app.command("list")
+def list_questions(registry: Path = REGISTRY_OPTION,
+                   as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Every question in the registry: current version, number of versions, threshold and F1."""
+    reg = Registry(registry)
+    rows: list[dict[str, Any]] = []
+    try:
+        for qid in reg.all_questions():
+            versions, current = reg.versions(qid), reg.current(qid)
+            shown = current or versions[-1]
+            rows.append({"question": qid, "current": current.version if current else None,
+                         "latest": versions[-1].version, "versions": len(versions),
+                         "threshold": shown.threshold, "holdout_f1": shown.metrics.get("holdout", {}).get("f1"),
+                         "gold_f1": shown.metrics.get("gold", {}).get("f1"),
+                         "created_at": shown.manifest.get("created_at")})
+    except RegistryError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"registry {registry}")
+    for column in ("question", "current", "latest", "versions", "threshold", "held-out F1", "gold F1", "created"):
+        table.add_column(column)
+    for row in rows:
+        fmt = {k: ("" if row[k] is None else f"{row[k]:.3f}") for k in ("threshold", "holdout_f1", "gold_f1")}
+        table.add_row(row["question"], "—" if row["current"] is None else str(row["current"]), str(row["latest"]),
+                      str(row["versions"]), fmt["threshold"], fmt["holdout_f1"], fmt["gold_f1"],
+                      str(row["created_at"] or ""))
+    console.print(table if rows else f"registry {registry}: no adapters yet (train some with `assay train`)")
+
+
+@registry_app.command("show")
+def show(question: str = typer.Argument(..., help="Question id."), registry: Path = REGISTRY_OPTION,
+         version: int | None = typer.Option(None, "--version", help="Version to detail (default: current).")) -> None:
+    """A question's versions with their metrics, and one version's manifest in detail."""
+    reg = Registry(registry)
+    try:
+        versions = reg.versions(question)
+        if not versions:
+            raise RegistryError(f"{registry}: no versions of question {question!r} "
+                                f"(questions: {', '.join(reg.all_questions()) or 'none'})")
+        current = reg.current_version(question)
+        detail = reg.get(question, version) if version is not None else (reg.current(question) or versions[-1])
+    except RegistryError as error:
+        _fail(error)
+    table = Table(title=f"{question}: versions")
+    for column in ("version", "", "created", "threshold", "held-out F1", "held-out AUC", "gold F1", "gold AUC",
+                   "gold ECE", "promotion"):
+        table.add_column(column)
+    for item in versions:
+        promoted = item.manifest.get("promoted") or {}
+        table.add_row(str(item.version), "current" if item.version == current else "",
+                      str(item.manifest.get("created_at", "")), f"{item.threshold:.3f}",
+                      _metric(item, "holdout", "f1"), _metric(item, "holdout", "auc"), _metric(item, "gold", "f1"),
+                      _metric(item, "gold", "auc"), _metric(item, "gold", "ece"),
+                      str(promoted.get("reason") or item.manifest.get("decision", "")))
+    console.print(table)
+    info = Table(title=f"{question} v{detail.version} — {detail.path}", show_header=False)
+    for key in ("spec_version", "base_model", "base_model_sha256", "max_length", "threshold", "created_at"):
+        info.add_row(key, str(detail.manifest.get(key, "")))
+    for key in ("training", "sources", "promoted"):
+        info.add_row(key, json.dumps(detail.manifest.get(key), default=str))
+    console.print(info)
+
+
+@registry_app.command("promote")
+def promote(question: str = typer.Argument(..., help="Question id."),
+            version: int = typer.Argument(..., help="Version to make current."),
+            registry: Path = REGISTRY_OPTION) -> None:
+    """Make a version current by hand (running scorers pick it up on reload)."""
+    try:
+        previous = Registry(registry).current_version(question)
+        Registry(registry).promote(question, version, reason="promoted by hand (assay registry promote)")
+    except RegistryError as error:
+        _fail(error)
+    console.print(f"[green]✓[/green] {question}: current version {previous if previous is not None else 'none'}"
+                  f" → {version}", highlight=False)
+
+
+@registry_app.command("rollback")
+def rollback(question: str = typer.Argument(..., help="Question id."), registry: Path = REGISTRY_OPTION) -> None:
+    """Make the previously current version current again."""
+    try:
+        reg = Registry(registry)
+        previous = reg.current_version(question)
+        restored = reg.rollback(question, reason="rolled back by hand (assay registry rollback)")
+    except RegistryError as error:
+        _fail(error)
+    console.print(f"[green]✓[/green] {question}: rolled back from version {previous} to {restored.version}",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `registry` to the main CLI."""
+    app.add_typer(registry_app, name="registry")

