@@ -119,6 +119,62 @@ def rollback(question: str = typer.Argument(..., help="Question id."), registry:
                   highlight=False)
 
 
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def train(
+    questions: Path = typer.Option(..., "--questions", help="Folder of question YAML files (or one file)."),
+    labels: Path = typer.Option(..., "--labels", help="Label run folder written by `assay label --out DIR`."),
+    registry: Path = typer.Option(..., "--registry", help="Adapter registry folder (created if missing)."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated question ids to train (default: all)."),
+    base: Path | None = typer.Option(None, "--base", help="Base model folder (default: the spec's, else MiniLM)."),
+    gold: Path | None = typer.Option(None, "--gold", help="Gold file (id, text, a 0/1 column per question) to "
+                                                          "evaluate on and compare versions with."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the number of epochs."),
+    top_layers: int | None = typer.Option(None, "--top-layers", min=1, help="Adapt only the top N layers."),
+    max_length: int | None = typer.Option(None, "--max-length", min=8, help="Token limit in training."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda: 4-bit QLoRA for bases over 2 GiB)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: all cores)."),
+) -> None:
+    """Distil one LoRA adapter per question from the label run, evaluate it, promote it if good enough."""
+    from assay.schemas.loader import QuestionSpecError, load_questions
+
+    from .data import LabelsError
+    from .train import train_questions
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")
+    wanted = [q.strip() for q in only.split(",") if q.strip()] if only else None
+    try:
+        loaded = load_questions(questions)
+        results = train_questions(loaded, labels, registry, base=base, gold_path=gold, only=wanted, epochs=epochs,
+                                  top_layers=top_layers, max_length=max_length, device=device, threads=threads)
+    except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
+        _fail(error)
+    table = Table(title=f"assay train → {registry}")
+    for column in ("question", "version", "records", "threshold", "held-out F1", "held-out AUC", "gold F1",
+                   "gold AUC", "gold ECE", "time", "outcome"):
+        table.add_column(column)
+    for result in results:
+        if result.version is None:
+            table.add_row(result.question_id, "", "", "", "", "", "", "", "", f"{result.seconds:.0f} s",
+                          f"[red]failed:[/red] {result.error}")
+            continue
+        hold, gold_m = result.metrics.get("holdout", {}), result.metrics.get("gold", {})
+        outcome = f"[green]{result.decision.reason}[/green]" if result.decision.promoted else result.decision.reason
+        records = result.version.manifest["training"]["records"] + result.version.manifest["training"]["holdout_records"]
+        table.add_row(result.question_id, str(result.version.version), str(records), _fmt(result.version.threshold),
+                      _fmt(hold.get("f1")), _fmt(hold.get("auc")), _fmt(gold_m.get("f1")), _fmt(gold_m.get("auc")),
+                      _fmt(gold_m.get("ece")), f"{result.seconds:.0f} s", outcome)
+    console.print(table)
+    failed = [r.question_id for r in results if r.error]
+    if failed:
+        console.print(f"[red]✗[/red] {len(failed)} question(s) not trained: {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `registry` to the main CLI."""
+    """Add `train` and `registry` to the main CLI."""
+    app.command("train")(train)
     app.add_typer(registry_app, name="registry")

@@ -58,13 +58,13 @@ def read_seed(labels_dir: str | Path) -> pa.Table:
 def load_question_data(labels_dir: str | Path, question_id: str, seed: pa.Table | None = None) -> QuestionData:
     """Join ``labels/<question_id>.parquet`` with the seed texts and check they can train a classifier."""
     labels_dir = Path(labels_dir)
+    seed = read_seed(labels_dir) if seed is None else seed
     path = labels_dir / "labels" / f"{question_id}.parquet"
     if not path.is_file():
         raise LabelsError(f"{path}: no labels for question {question_id!r}; run `assay label` for it first")
     table = pq.read_table(path)
     if "id" not in table.column_names or "p_yes" not in table.column_names:
         raise LabelsError(f"{path}: needs columns id and p_yes (has {', '.join(table.column_names)})")
-    seed = read_seed(labels_dir) if seed is None else seed
     ids = table.column("id").cast(pa.string()).to_pylist()
     text_of = dict(zip(seed.column("id").to_pylist(), seed.column("text").to_pylist()))
     unknown = [i for i in ids if i not in text_of]

@@ -13,7 +13,8 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -125,13 +126,11 @@ def _weight_bytes(base: Path) -> int:
 
 
 def load_base(base: Path, config: TrainConfig) -> nn.Module:
-    """The base as a 2-label sequence classifier (fp32 on CPU; 4-bit QLoRA or bf16 on CUDA)."""
+    """The base as a 2-label sequence classifier: fp32, or 4-bit NF4 with bf16 compute for QLoRA on CUDA."""
     quant = quantization_config(config, _weight_bytes(base))
     kwargs: dict[str, Any] = {"num_labels": 2}
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": 0}, dtype=torch.bfloat16)
-    elif config.device == "cuda":
-        kwargs["dtype"] = torch.bfloat16
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the fresh head is expected: no "MISSING" load report
     try:
@@ -248,6 +247,18 @@ def _sources(loaded: LoadedQuestion, labels_dir: Path) -> dict[str, Any]:
     return sources
 
 
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch CPU threads (None: leave as is), restoring the count after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_question(loaded: LoadedQuestion, labels_dir: str | Path, registry: Registry, base: str | Path | None = None,
                    progress: bool = True, *, cache: LowerLayerCache | None = None, data: QuestionData | None = None,
                    **overrides: Any) -> AdapterVersion:
@@ -257,11 +268,16 @@ def train_question(loaded: LoadedQuestion, labels_dir: str | Path, registry: Reg
     :class:`TrainConfig` fields. The manifest carries the held-out metrics and the chosen threshold.
     """
     started = time.perf_counter()
-    labels_dir, qid = Path(labels_dir), loaded.spec.id
     config = TrainConfig.for_spec(loaded, **overrides)
-    base = resolve_base(loaded, base)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
+        return _train_question(loaded, Path(labels_dir), registry, resolve_base(loaded, base), config, progress,
+                               cache, data, started)
+
+
+def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry, base: Path, config: TrainConfig,
+                    progress: bool, cache: LowerLayerCache | None, data: QuestionData | None,
+                    started: float) -> AdapterVersion:
+    qid = loaded.spec.id
     data = data if data is not None else load_question_data(labels_dir, qid)
     sha = cache.key[0] if cache is not None else base_sha256(base)
     if cache is None or cache.key != (sha, config.max_length, cache.layer) or \
@@ -293,8 +309,9 @@ def train_question(loaded: LoadedQuestion, labels_dir: str | Path, registry: Reg
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(index)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                value = float(loss.detach())
+                total += value * len(index)
+                bar.set_postfix(loss=f"{value:.4f}")
             bar.close()
             p_hold = _predict(peft_model, feed, cache, hold.texts, config.device)
             held = _held_out_loss(p_hold, hold.p_yes)
@@ -343,8 +360,14 @@ def train_questions(questions: Sequence[LoadedQuestion], labels_dir: str | Path,
     Questions on the same base share one lower-layer cache. A question whose labels are unusable gets
     a :class:`TrainResult` with ``error`` set; the others still train.
     """
-    registry = Registry(registry_dir)
-    labels_dir = Path(labels_dir)
+    with torch_threads(overrides.get("threads")):
+        return _train_questions(questions, Path(labels_dir), Registry(registry_dir), base, gold_path, only, progress,
+                                overrides)
+
+
+def _train_questions(questions: Sequence[LoadedQuestion], labels_dir: Path, registry: Registry,
+                     base: str | Path | None, gold_path: str | Path | None, only: Sequence[str] | None,
+                     progress: bool, overrides: dict[str, Any]) -> list[TrainResult]:
     known = {q.spec.id: q for q in questions}
     if only:
         missing = [q for q in only if q not in known]

@@ -11,11 +11,16 @@ COMMAND_MODULES = (
     "assay.schemas.cli",
     "assay.flows.demo",
     "assay.labeling.cli",
+    "assay.labeling.llm_cli",
     "assay.flows.ops",
     "assay.engine.cli",
     "assay.engine.stream_cli",
     "assay.distill.cli",
 )
+
+# Prefect: a temporary local server starts when PREFECT_API_URL is unset; give it time on a busy machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(help="Assay: distil a teacher LLM into cheap, private yes/no classifiers.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

@@ -41,7 +41,7 @@ def onboard(question_file: Path = typer.Argument(..., exists=True, dir_okay=Fals
     except (QuestionSpecError, ValueError, FileNotFoundError) as error:
         _fail(error)
     decision = result["decision"]
-    mark = "[green]✓ promoted[/green]" if decision["promoted"] else "[yellow]not promoted[/yellow]"
+    mark = "[green]✓ current[/green]" if decision["current"] else "[yellow]not promoted[/yellow]"
     console.print(f"{result['question_id']} v{result['train']['version']}: {mark} — {decision['reason']}",
                   highlight=False)
 

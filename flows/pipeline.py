@@ -2,10 +2,11 @@
 
 Each flow runs one task per question. A run folder holds every step's output::
 
-    RUN/labels/<question>/   the label run folder of that question (seed, votes, labels, report, summary.json)
+    RUN/labels/   the label run folder (seed.parquet, votes/, labels/, report/, summary.json; see assay.labeling)
     RUN/.done/<step>/<question>.json   what a finished step read and produced (see ``resume``)
 
-A re-run skips the steps whose inputs have not changed (``fresh=True`` redoes them); the adapter
+A re-run skips the steps whose inputs have not changed (``fresh=True`` redoes them); the labeller
+also reuses the seed sample, the embeddings and every source's votes it already has. The adapter
 evaluation is cached by Prefect on the adapter version and the label/gold files, which never change
 under a version. A promotion emits ``assay.adapter.promoted``; running consumers load the new
 adapter on their next ``Scorer.reload()``.
@@ -13,11 +14,11 @@ adapter on their next ``Scorer.reload()``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from assay.flows import events
@@ -25,9 +26,9 @@ from assay.flows.resume import file_digest, fingerprint, finished, record
 from assay.schemas import LoadedQuestion, load_questions, select
 
 
-def label_dir(run_dir: str | Path, question_id: str) -> Path:
-    """The label run folder of one question inside a flow run folder."""
-    return Path(run_dir) / "labels" / question_id
+def labels_dir(run_dir: str | Path) -> Path:
+    """The label run folder inside a flow run folder (shared by the questions: one seed set, one embedding cache)."""
+    return Path(run_dir) / "labels"
 
 
 def spec_digest(question: LoadedQuestion) -> str:
@@ -44,62 +45,79 @@ def _optional_digest(path: str | None) -> str | None:
 
 
 # ---- label ------------------------------------------------------------------------------------
-@task(name="label-question", retries=2, retry_delay_seconds=30, task_run_name="label {question.spec.id}")
+@task(name="label-question", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE,
+      task_run_name="label {question.spec.id}")
 def label_question(question: LoadedQuestion, records: str, run_dir: str, sample: int | None = 4000, seed: int = 0,
-                   gold: str | None = None, budget_usd: float | None = None, fresh: bool = False) -> dict[str, Any]:
+                   budget_usd: float | None = None, fresh: bool = False) -> dict[str, Any]:
     """Label one question's seed set with its sources and combine the votes (``assay.labeling``)."""
+    from dataclasses import asdict
+
     from assay.labeling.pipeline import label_questions
 
     logger = get_run_logger()
-    qid = question.spec.id
-    key = fingerprint(spec_digest(question), file_digest(records), sample, seed, _optional_digest(gold), budget_usd)
-    out = label_dir(run_dir, qid)
+    qid, out = question.spec.id, labels_dir(run_dir)
+    key = fingerprint(spec_digest(question), file_digest(records), sample, seed, budget_usd)
     if not fresh and (done := finished(run_dir, "label", qid, key)) is not None:
-        logger.info("%s: labels are up to date in %s (inputs unchanged), not relabelling", qid, out)
+        logger.info("%s: labels in %s are up to date (inputs unchanged), not relabelling", qid, out)
         return done
-    label_questions([question], records, out, sample=sample, seed=seed, gold_path=gold, budget_usd=budget_usd,
-                    progress=False)
-    summary = json.loads((out / "summary.json").read_text())
-    result = {"question_id": qid, "label_dir": str(out), "summary": summary}
-    llm = _llm_totals(summary)
-    if llm.get("budget_exhausted"):
-        events.emit(events.BUDGET_EXHAUSTED, events.question_resource(qid),
-                    {"question_id": qid, "label_dir": str(out), "budget_usd": budget_usd, **llm}, name=qid)
-        logger.warning("%s: the LLM budget ran out; records past it were labelled by the other sources only", qid)
-    logger.info("%s: labelled in %s", qid, out)
+    run = label_questions([question], records, out, sample=sample, seed=seed, budget_usd=budget_usd, progress=False)
+    summary = asdict(run.questions[qid])
+    for name, teacher in summary["teachers"].items():
+        if teacher.get("budget_exhausted"):
+            events.emit(events.BUDGET_EXHAUSTED, events.question_resource(qid),
+                        {"question_id": qid, "source": name, "label_dir": str(out), **teacher}, name=qid)
+            logger.warning("%s: %s ran out of budget; the records after it have the other sources' votes only",
+                           qid, name)
+    logger.info("%s: %s labels (%s), yes rate %.3f", qid, f"{run.seed_rows:,}", summary["method"],
+                summary["yes_rate"])
+    result = {"question_id": qid, "seed_rows": run.seed_rows, "rejected_rows": run.rejected_rows,
+              "input": run.input, "summary": summary}
     return record(run_dir, "label", qid, key, result, [out / "labels" / f"{qid}.parquet"])
 
 
-def _llm_totals(summary: dict[str, Any]) -> dict[str, Any]:
-    """The LLM cost block of a label summary, whatever question key it sits under."""
-    for value in summary.values() if isinstance(summary, dict) else []:
-        if isinstance(value, dict):
-            llm = value.get("llm") or {}
-            if llm:
-                return llm
-    return dict(summary.get("llm") or {}) if isinstance(summary, dict) else {}
+def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]]) -> None:
+    """One ``summary.json`` and report index for all questions of the run (each task wrote only its own)."""
+    import json
+
+    from assay.labeling.pipeline import LabelRunSummary, QuestionSummary
+    from assay.labeling.report import write_run_report
+
+    out = labels_dir(run_dir)
+    summary_path = out / "summary.json"
+    previous = json.loads(summary_path.read_text()).get("questions", {}) if summary_path.is_file() else {}
+    first = next(iter(results.values()))
+    questions = {**previous, **{qid: r["summary"] for qid, r in results.items()}}
+    run = LabelRunSummary(str(out), first["input"], first["seed_rows"], first["rejected_rows"],
+                          0.0, {qid: QuestionSummary(**q) for qid, q in questions.items()})
+    write_run_report(out / "report", run)
+    summary_path.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
 
 
 @flow(name="label")
 def label(questions: str, records: str, run_dir: str, only: str | None = None, sample: int | None = 4000,
-          seed: int = 0, gold: str | None = None, budget_usd: float | None = None,
-          fresh: bool = False) -> dict[str, dict[str, Any]]:
+          seed: int = 0, budget_usd: float | None = None, fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Label a seed sample of ``records`` for each question in ``questions`` (folder or file)."""
-    return {q.spec.id: label_question(q, records, run_dir, sample, seed, gold, budget_usd, fresh)
-            for q in _questions(questions, only)}
+    results = {q.spec.id: label_question(q, records, run_dir, sample, seed, budget_usd, fresh)
+               for q in _questions(questions, only)}
+    write_label_summary(run_dir, results)
+    return results
 
 
 # ---- train ------------------------------------------------------------------------------------
-@task(name="train-question", retries=1, retry_delay_seconds=10, task_run_name="train {question.spec.id}")
+@task(name="train-question", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE,
+      task_run_name="train {question.spec.id}")
 def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: str | None = None,
-                   fresh: bool = False) -> dict[str, Any]:
-    """Distil one question's labels into a new adapter version in the registry (saved, not promoted)."""
-    from assay.distill import train as distill_train
+                   fresh: bool = False, cache: Any = None) -> dict[str, Any]:
+    """Distil one question's labels into a new adapter version in the registry (saved, not promoted).
+
+    ``cache`` is the lower-layer cache shared by the questions of one flow run (``distill.cache``).
+    """
+    from assay.distill import train as distill
     from assay.distill.registry import Registry, RegistryError
 
     logger = get_run_logger()
     qid = question.spec.id
-    labels = label_dir(run_dir, qid)
+    labels = labels_dir(run_dir)
     key = fingerprint(spec_digest(question), file_digest(labels / "labels" / f"{qid}.parquet"), base,
                       str(Path(registry).resolve()))
     reg = Registry(registry)
@@ -110,8 +128,10 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
             return done
         except RegistryError:
             logger.info("%s: v%s is gone from the registry, training again", qid, done["version"])
-    version = distill_train.train_question(question, labels, reg, base=base, progress=False)
-    logger.info("%s: trained v%s → %s", qid, version.version, version.path)
+    version = distill.train_question(question, labels, reg, base=base, progress=False, cache=cache)
+    holdout = version.metrics.get("holdout", {})
+    logger.info("%s: trained v%s (held-out F1 %.3f) → %s", qid, version.version, holdout.get("f1", float("nan")),
+                version.path)
     result = {"question_id": qid, "version": version.version, "path": str(version.path)}
     return record(run_dir, "train", qid, key, result, [version.path])
 
@@ -120,15 +140,20 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
 def train(questions: str, run_dir: str, registry: str, only: str | None = None, base: str | None = None,
           fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Train a new adapter version per question from the labels of ``label`` in the same ``run_dir``."""
-    return {q.spec.id: train_question(q, run_dir, registry, base, fresh) for q in _questions(questions, only)}
+    from assay.distill.train import TrainConfig, make_cache, resolve_base
+
+    loaded = _questions(questions, only)
+    first = loaded[0]
+    cache = make_cache(resolve_base(first, base), TrainConfig.for_spec(first))  # questions on other settings make their own
+    return {q.spec.id: train_question(q, run_dir, registry, base, fresh, cache) for q in loaded}
 
 
 # ---- evaluate and promote ---------------------------------------------------------------------
 def _evaluation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Adapter versions never change once saved: the metrics depend only on the version and the data."""
-    labels = label_dir(parameters["run_dir"], parameters["question_id"])
+    labels = labels_dir(parameters["run_dir"]) / "labels" / f"{parameters['question_id']}.parquet"
     return fingerprint("evaluate", str(Path(parameters["registry"]).resolve()), parameters["question_id"],
-                       parameters["version"], file_digest(labels / "labels"), _optional_digest(parameters["gold"]))
+                       parameters["version"], file_digest(labels), _optional_digest(parameters["gold"]))
 
 
 @task(name="evaluate-adapter", cache_key_fn=_evaluation_key, persist_result=True,
@@ -139,7 +164,12 @@ def evaluate_adapter(registry: str, question_id: str, version: int, run_dir: str
     from assay.distill.evaluate import evaluate
     from assay.distill.registry import Registry
 
-    return evaluate(Registry(registry).get(question_id, version), label_dir(run_dir, question_id), gold_path=gold)
+    reg = Registry(registry)
+    metrics = evaluate(reg.get(question_id, version), labels_dir(run_dir), gold_path=gold)
+    if gold:
+        metrics["gold"]["path"] = str(gold)
+    reg.update_manifest(reg.get(question_id, version), metrics=metrics)  # `assay registry list` shows them
+    return metrics
 
 
 @task(name="promote-if-better", task_run_name="promote {question.spec.id} v{version}?")
@@ -151,15 +181,16 @@ def promote_if_better(question: LoadedQuestion, registry: str, version: int,
 
     reg = Registry(registry)
     qid = question.spec.id
-    decision = decide(reg, reg.get(qid, version), metrics, question.spec)
     logger = get_run_logger()
+    result = {"question_id": qid, "version": version, "metrics": metrics}
+    if reg.current_version(qid) == version:
+        logger.info("%s: v%s is already current", qid, version)
+        return {**result, "promoted": False, "current": True, "reason": f"v{version} is already current"}
+    decision = decide(reg, reg.get(qid, version), metrics, question.spec)
     if decision.promoted:
         events.adapter_promoted(qid, version, str(Path(registry).resolve()), decision.reason)
-        logger.info("%s: v%s promoted — %s", qid, version, decision.reason)
-    else:
-        logger.info("%s: v%s not promoted — %s", qid, version, decision.reason)
-    return {"question_id": qid, "version": version, "promoted": bool(decision.promoted), "reason": decision.reason,
-            "metrics": metrics}
+    logger.info("%s: v%s — %s", qid, version, decision.reason)
+    return {**result, "promoted": decision.promoted, "current": decision.promoted, "reason": decision.reason}
 
 
 @flow(name="evaluate-and-promote")
@@ -189,8 +220,7 @@ def onboard_question(question_file: str, records: str, registry: str, run_dir: s
                      fresh: bool = False) -> dict[str, Any]:
     """One new or changed question file: label it, train it, evaluate it and promote it if it passes."""
     qid = load_questions(question_file)[0].spec.id
-    labelled = label(question_file, records, run_dir, sample=sample, seed=seed, gold=gold, budget_usd=budget_usd,
-                     fresh=fresh)
+    labelled = label(question_file, records, run_dir, sample=sample, seed=seed, budget_usd=budget_usd, fresh=fresh)
     trained = train(question_file, run_dir, registry, fresh=fresh)
     decided = evaluate_and_promote(question_file, run_dir, registry, versions={qid: trained[qid]["version"]},
                                    gold=gold)

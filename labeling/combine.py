@@ -43,7 +43,7 @@ class CombineResult:
     coverage: dict[str, float]
     prior: float  # the label model's estimated P(yes)
     threshold: float
-    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
 
 
 @dataclass(frozen=True)
@@ -154,23 +154,22 @@ def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
     decision, model = _label_model(matrix)
     results = {"label_model": decision}
     candidates: dict[str, dict[str, float]] = {}
-    if method == "auto" and gold is not None:
-        gold_ids, gold_labels = _gold_rows(matrix.ids, gold)
-        if len(gold_ids):
-            for name in CANDIDATES:
-                if name not in results:
-                    results[name] = _run(name, matrix)
-                candidates[name] = binary_scores(gold_labels, results[name][1][gold_ids])
-            key = "f1" if gold_labels.any() else "accuracy"
-            chosen = max(CANDIDATES, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
-            scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in CANDIDATES)
-            reason = f"best {key} on {len(gold_ids)} gold records ({scores})"
-        else:
-            chosen, reason = "label_model", "gold given but no gold id is among the votes; label model (default)"
-    elif method == "auto":
-        chosen, reason = "label_model", "no gold labels; the label model is the default"
-    else:
+    gold_ids, gold_labels = _gold_rows(matrix.ids, gold) if gold is not None else (np.zeros(0, int), None)
+    for name in CANDIDATES if len(gold_ids) else ():
+        if name not in results:
+            results[name] = _run(name, matrix)
+        candidates[name] = binary_scores(gold_labels, results[name][1][gold_ids])
+    if method != "auto":
         chosen, reason = method, "chosen by the caller"
+    elif candidates:
+        key = "f1" if gold_labels.any() else "accuracy"
+        chosen = max(CANDIDATES, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
+        scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in CANDIDATES)
+        reason = f"best {key} on {len(gold_ids)} gold records ({scores})"
+    elif gold is not None:
+        chosen, reason = "label_model", "no gold record is among the votes; the label model is the default"
+    else:
+        chosen, reason = "label_model", "no gold labels; the label model is the default"
     if chosen not in results:
         results[chosen] = _run(chosen, matrix)
     p_yes, labels, threshold = results[chosen]

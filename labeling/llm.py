@@ -44,7 +44,8 @@ from .ratelimit import RateLimiter, backoff_s, retry_after_s
 from .votes import vote_table
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError,
-             openai.APIConnectionError, openai.APIResponseValidationError, openai.ConflictError)
+             openai.APIConnectionError, openai.APIResponseValidationError, openai.ConflictError,
+             json.JSONDecodeError)  # the last: an HTTP 200 whose body is not JSON (a broken proxy)
 FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 UNREACHABLE_AFTER = 3  # records in a row that exhausted their retries with no success between: stop the run
 
@@ -62,7 +63,7 @@ class Failure:
 
 
 @dataclass
-class _Request:
+class PreparedRecord:
     """One record prepared for sending: masked, truncated, prompted and keyed."""
 
     record_id: str
@@ -172,7 +173,7 @@ class LlmTeacher:
         if len(ids) != len(texts):
             raise ValueError(f"vote() got {len(ids)} ids but {len(texts)} texts")
         self._fatal, self._failing_in_row = None, 0
-        requests = [self._prepare(str(record_id), text) for record_id, text in zip(ids, texts)]
+        requests = [self.prepare(str(record_id), text) for record_id, text in zip(ids, texts)]
         results: dict[str, dict | Failure] = dict(self.cache.get_many(r.key for r in requests))
         self.stats.cached += sum(r.key in results for r in requests)
         todo = list({r.key: r for r in requests if r.key not in results}.values())
@@ -225,7 +226,7 @@ class LlmTeacher:
 
     # ---- preparing -----------------------------------------------------------------------------
 
-    def _prepare(self, record_id: str, text: str) -> _Request:
+    def prepare(self, record_id: str, text: str) -> PreparedRecord:
         masked: dict[str, int] = {}
         if self.masker is not None:
             result = self.masker.mask(text)
@@ -235,9 +236,9 @@ class LlmTeacher:
         self.stats.truncated += cut
         prompt = render_prompt(self.spec, text, self.source.prompt)
         key = hashlib.sha256(f"{self._key_prefix}|{sha256(text)}".encode()).hexdigest()
-        return _Request(record_id, key, prompt, text, masked, estimate_prompt_tokens(prompt))
+        return PreparedRecord(record_id, key, prompt, text, masked, estimate_prompt_tokens(prompt))
 
-    def body(self, request: _Request) -> dict:
+    def body(self, request: PreparedRecord) -> dict:
         """The chat-completions request body for one record."""
         body = {"model": self.source.model, "messages": [{"role": "user", "content": request.prompt}],
                 "max_tokens": self.source.max_answer_tokens, "temperature": self.source.temperature}
@@ -262,7 +263,7 @@ class LlmTeacher:
 
     # ---- online mode ---------------------------------------------------------------------------
 
-    def _run_online(self, todo: list[_Request]) -> dict[str, dict | Failure]:
+    def _run_online(self, todo: list[PreparedRecord]) -> dict[str, dict | Failure]:
         self.client()  # a missing key fails here, once, before any thread starts
         results: dict[str, dict | Failure] = {}
         bar = tqdm(total=len(todo), desc=f"{self.spec.id}/{self.name}", unit="req", disable=not self.progress)
@@ -279,7 +280,7 @@ class LlmTeacher:
             self._stop.clear()
         return results
 
-    def _ask(self, request: _Request) -> dict | Failure:
+    def _ask(self, request: PreparedRecord) -> dict | Failure:
         """Send one request with retries; cache and audit the answer. Never raises."""
         attempts, last_error = 0, ""
         while attempts <= self.max_retries:
@@ -297,8 +298,9 @@ class LlmTeacher:
                 self.stats.requests += 1
                 self.stats.retries += attempts > 1
                 self.stats.rate_limited_s += waited
+            body = self.body(request)
             try:
-                completion = self.client().chat.completions.create(**self.body(request))
+                completion = self.client().chat.completions.create(**body)
             except RETRYABLE as exc:
                 self.budget.settle(reserved, 0.0, self.name)
                 last_error = _describe(exc)
@@ -308,7 +310,7 @@ class LlmTeacher:
                 continue
             except openai.BadRequestError as exc:
                 self.budget.settle(reserved, 0.0, self.name)
-                if self._use_logprobs and "logprobs" in str(exc).lower():
+                if body.get("logprobs") and "logprobs" in str(exc).lower():
                     self._use_logprobs = False  # the endpoint cannot return them: hard votes from now on
                     attempts -= 1
                     continue
@@ -327,7 +329,7 @@ class LlmTeacher:
         return self._give_up(request, f"failed after {attempts} attempts: {last_error}", attempts,
                              endpoint_fault=True)
 
-    def _answered(self, request: _Request, answer: dict, reserved: float, attempts: int, batch: bool) -> dict:
+    def _answered(self, request: PreparedRecord, answer: dict, reserved: float, attempts: int, batch: bool) -> dict:
         """Account, cache and audit one answer."""
         answer["cost_usd"] = cost_usd(self.price, answer["tokens_in"], answer["tokens_out"], batch=batch)
         self.budget.settle(reserved, answer["cost_usd"], self.name)
@@ -342,7 +344,7 @@ class LlmTeacher:
         self._audit(request, answer["tokens_in"], answer["tokens_out"], attempts, "answered")
         return answer
 
-    def _give_up(self, request: _Request, reason: str, attempts: int, endpoint_fault: bool) -> Failure:
+    def _give_up(self, request: PreparedRecord, reason: str, attempts: int, endpoint_fault: bool) -> Failure:
         self._audit(request, 0, 0, attempts, "failed")
         if endpoint_fault:
             with self._lock:
@@ -358,7 +360,7 @@ class LlmTeacher:
             self._fatal = self._fatal or message
         self._stop.set()
 
-    def _audit(self, request: _Request, tokens_in: int, tokens_out: int, attempts: int, outcome: str) -> None:
+    def _audit(self, request: PreparedRecord, tokens_in: int, tokens_out: int, attempts: int, outcome: str) -> None:
         if self.audit is not None:
             self.audit.record(endpoint=self.source.base_url, model=self.source.model, question_id=self.spec.id,
                               source=self.name, record_id=request.record_id, sent_text=request.sent_text,
@@ -367,7 +369,7 @@ class LlmTeacher:
 
     # ---- batch mode ----------------------------------------------------------------------------
 
-    def _run_batch(self, todo: list[_Request]) -> dict[str, dict | Failure]:
+    def _run_batch(self, todo: list[PreparedRecord]) -> dict[str, dict | Failure]:
         return run_batches(self, todo)
 
 

@@ -19,7 +19,7 @@ from .llm_cost import BudgetExhausted, cost_usd
 from .ratelimit import backoff_s, retry_after_s
 
 if TYPE_CHECKING:
-    from .llm import Failure, LlmTeacher, _Request
+    from .llm import Failure, LlmTeacher, PreparedRecord
 
 T = TypeVar("T")
 DONE = ("completed", "failed", "expired", "cancelled")
@@ -54,7 +54,7 @@ def _call(teacher: "LlmTeacher", function: Callable[..., T], *args, **kwargs) ->
     raise AssertionError("unreachable")
 
 
-def _submit(teacher: "LlmTeacher", requests: list["_Request"]) -> str:
+def _submit(teacher: "LlmTeacher", requests: list["PreparedRecord"]) -> str:
     lines = "".join(json.dumps({"custom_id": r.key, "method": "POST", "url": CHAT_PATH, "body": teacher.body(r)}) + "\n"
                     for r in requests)
     client = teacher.client()
@@ -91,7 +91,7 @@ def _output_lines(teacher: "LlmTeacher", file_id: str | None) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _collect(teacher: "LlmTeacher", entry: dict, by_key: dict[str, "_Request"],
+def _collect(teacher: "LlmTeacher", entry: dict, by_key: dict[str, "PreparedRecord"],
              reserved: dict[str, float]) -> dict[str, "dict | Failure"]:
     """Wait for one batch and turn its output and error files into answers and failures."""
     from .llm import Failure, read_completion
@@ -121,7 +121,7 @@ def _collect(teacher: "LlmTeacher", entry: dict, by_key: dict[str, "_Request"],
     return results
 
 
-def run_batches(teacher: "LlmTeacher", todo: list["_Request"]) -> dict[str, "dict | Failure"]:
+def run_batches(teacher: "LlmTeacher", todo: list["PreparedRecord"]) -> dict[str, "dict | Failure"]:
     """Label `todo` through the Batch API, re-attaching first to batches a killed run left waiting."""
     from .llm import Failure
 

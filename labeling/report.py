@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from assay.schemas.questions import QuestionSpec
 
-from .combine import CombineResult, combine, majority_vote, snorkel_vote, vote_matrix, weighted_vote
+from .combine import CombineResult, vote_matrix
 from .metrics import binary_scores
 
 
@@ -41,7 +41,7 @@ def agreement_matrix(votes: pa.Table) -> tuple[list[str], np.ndarray]:
 
 
 def gold_comparison(votes: pa.Table, result: CombineResult, gold: pa.Table) -> dict[str, dict[str, float]]:
-    """Measured scores on the gold records: each source where it voted, the baselines, and the combined label."""
+    """Measured scores on the gold records: each source where it voted, every method, and the combined label."""
     matrix = vote_matrix(votes)
     lookup = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
     rows = np.array([i for i, key in enumerate(matrix.ids.to_pylist()) if lookup.get(key) is not None], dtype=int)
@@ -53,10 +53,7 @@ def gold_comparison(votes: pa.Table, result: CombineResult, gold: pa.Table) -> d
         voted = matrix.votes[rows, j] >= 0
         scores[f"source:{name}"] = {**binary_scores(truth[voted], matrix.votes[rows, j][voted] == 1),
                                     "coverage": round(float(voted.mean()), 4)}
-    for name, method in (("majority", majority_vote), ("weighted", weighted_vote), ("snorkel", snorkel_vote)):
-        scores[name] = binary_scores(truth, method(matrix)[rows] > 0.5)
-    model = result if result.method == "label_model" else combine(votes, method="label_model")
-    scores["label_model"] = binary_scores(truth, model.probs.column("label").to_numpy()[rows] == 1)
+    scores.update(result.candidates)
     scores["combined"] = binary_scores(truth, result.probs.column("label").to_numpy()[rows] == 1)
     return scores
 

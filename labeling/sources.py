@@ -43,9 +43,9 @@ class SourceFactory:
         if isinstance(source, LlmSource):
             from .llm import LlmTeacher
 
-            return LlmTeacher(spec, source, self.run_dir, settings=self.settings)
+            return LlmTeacher(spec, source, self.run_dir, settings=self.settings, progress=self.progress)
         if isinstance(source, LocalLlmSource):
             from .local_llm import LocalTeacher
 
-            return LocalTeacher(spec, source)
+            return LocalTeacher(spec, source, progress=self.progress)
         raise ValueError(f"question {spec.id!r}: unknown source kind {source.kind!r}")

@@ -1,5 +1,5 @@
 """Builders for the engine tests: real PEFT adapters with random non-zero weights, a tiny random
-Llama-shaped base with an offline tokenizer, and registry folders in the registry's layout.
+Llama-shaped base with an offline tokenizer, and adapters published in a real registry.
 
 PEFT initialises ``lora_B`` to zero: an adapter straight from ``get_peft_model`` changes nothing,
 and a test that "applies" it could not fail. Every LoRA A/B and the head are randomised here.
@@ -7,7 +7,6 @@ and a test that "applies" it could not fail. Every LoRA A/B and the head are ran
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 from transformers import PreTrainedTokenizerFast
 
+from assay.distill.registry import Registry, base_sha256
 from assay.engine.model import default_base
 
 WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot thanks please article "
@@ -76,39 +76,14 @@ def minilm() -> Path:
 
 def publish(registry: Path, question_id: str, version: int, adapter: Path, base: Path,
             threshold: float = 0.5, max_length: int = 128) -> Path:
-    """Place an adapter in the registry layout: ``<qid>/<version>/`` + manifest.json, and set CURRENT."""
-    target = registry / question_id / str(version)
-    target.mkdir(parents=True)
-    for file in adapter.iterdir():
-        (target / file.name).write_bytes(file.read_bytes())
-    manifest = {"question_id": question_id, "version": version, "base_model": str(base),
-                "base_model_sha256": "", "max_length": max_length, "threshold": threshold}
-    (target / "manifest.json").write_text(json.dumps(manifest))
-    (registry / question_id / "CURRENT").write_text(f"{version}\n")
-    return target
+    """Save ``adapter`` in a real :class:`Registry` as ``version`` (the next free number) and promote it.
 
-
-class FixtureRegistry:
-    """Minimal reader of the registry layout (stand-in until assay.distill.registry exists)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def questions(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "CURRENT").is_file())
-
-    def current(self, question_id: str):
-        from types import SimpleNamespace
-
-        pointer = self.root / question_id / "CURRENT"
-        if not pointer.is_file():
-            return None
-        version = int(pointer.read_text().strip())
-        path = self.root / question_id / str(version)
-        manifest = json.loads((path / "manifest.json").read_text())
-        return SimpleNamespace(question_id=question_id, version=version, path=path, manifest=manifest,
-                               threshold=manifest["threshold"])
-
-    def check_base(self, adapter, base_path) -> None:
-        if Path(adapter.manifest["base_model"]).resolve() != Path(base_path).resolve():
-            raise ValueError(f"{adapter.path}: trained on {adapter.manifest['base_model']}, not {base_path}")
+    The manifest carries the base's path and weights hash, so ``check_base`` really compares weights.
+    """
+    saved = Registry(registry).save(question_id, adapter, {
+        "base_model": str(base), "base_model_sha256": base_sha256(base), "max_length": max_length,
+        "threshold": threshold, "spec_version": 1, "training": {}, "sources": {}, "metrics": {}})
+    if saved.version != version:
+        raise ValueError(f"{registry}/{question_id}: the registry allocated version {saved.version}, not {version}")
+    Registry(registry).promote(question_id, version)
+    return saved.path

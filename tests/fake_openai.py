@@ -21,6 +21,7 @@ import email.policy
 import json
 import math
 import re
+import socket
 import threading
 import time
 import uuid
@@ -101,9 +102,9 @@ class FakeOpenAI:
         self.lock = threading.RLock()
         self.chat_requests = 0
         self.by_text: Counter = Counter()
+        self.arrivals: dict[str, list[float]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
-        self.request_times: list[float] = []
         self.prompts: list[str] = []
         self.authorizations: set[str] = set()
         self.hits: Counter = Counter()
@@ -132,6 +133,7 @@ class FakeOpenAI:
         text = record_text(prompt)
         with self.lock:
             self.by_text[text] += 1
+            self.arrivals.setdefault(text, []).append(time.monotonic())
             attempt = self.by_text[text]
             self.prompts.append(prompt)
         fault = self.fault(text, attempt) if self.fault else None
@@ -185,6 +187,10 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()  # answer at once: no Nagle delay between the header and the body writes
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args) -> None:  # quiet
                 pass
 
@@ -215,7 +221,6 @@ class FakeOpenAI:
                         fake.chat_requests += 1
                         fake.in_flight += 1
                         fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                        fake.request_times.append(time.monotonic())
                     try:
                         time.sleep(fake.latency_s)
                         self._send(*fake.chat(json.loads(raw)))

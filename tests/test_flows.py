@@ -109,6 +109,25 @@ def test_monthly_batch_scores_reports_and_compares_with_last_month(prefect_api, 
     assert sorted(e.payload["month"] for e in found) == ["2026-10", "2026-11"]
 
 
+@pytest.mark.kafka
+def test_kafka_snapshot_and_stream_consumer_flows(prefect_api, kafka_broker, llama_registry, tmp_path):
+    from assay.engine.stream import produce
+    from assay.flows.stream import stream_consumer
+
+    _, registry, _ = llama_registry
+    topic = f"flows-{time.time_ns()}"
+    assert produce(records(tmp_path / "r.parquet", 120, seed=3), kafka_broker.bootstrap, topic, progress=False) == 120
+    built = monthly_batch(str(registry), str(tmp_path / "batches"), bootstrap=kafka_broker.bootstrap, topic=topic,
+                          month="2026-09")
+    assert built["records"] == built["scored"] == 120 and built["source"].endswith(topic)
+    files = report.output_files(tmp_path / "batches" / "2026-09" / "scores")
+    ids = duckdb.sql(f"select distinct id from read_parquet({files!r})").fetchall()
+    assert len(ids) == 120  # every message once
+    streamed = stream_consumer(str(registry), kafka_broker.bootstrap, topic, str(tmp_path / "stream"),
+                               group="flows-stream", until_end=True)
+    assert streamed["records"] == 120 and streamed["stopped_by"] == "end"
+
+
 def test_monthly_batch_needs_exactly_one_source(prefect_api, llama_registry, tmp_path):
     _, registry, _ = llama_registry
     with pytest.raises(ValueError, match="exactly one source"):

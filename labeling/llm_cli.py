@@ -1,0 +1,96 @@
+"""`assay teachers check`: before a paid run, check every teacher of a question folder.
+
+For each LLM source: the residency verdict (no connection is opened for a refused endpoint), whether the
+API key is set, the price and an estimated cost per 1,000 records; with `--probe`, one request with a
+fixed harmless text (never a record) shows latency, the answer and whether log-probabilities come back.
+For each local teacher: whether its model folder exists.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from assay.schemas import QuestionSpecError, load_questions, select
+from assay.schemas.questions import LlmSource, LocalLlmSource
+from assay.schemas.settings import SettingsError, load_settings
+
+from .llm import LlmTeacher, LlmTeacherError, read_api_key
+from .llm_cost import cost_usd, estimate_prompt_tokens
+from .privacy import ResidencyError
+from .prompt import render_prompt
+
+teachers_app = typer.Typer(help="Check the LLM and local teachers of a question folder before a paid run.",
+                           no_args_is_help=True)
+console = Console()
+PROBE_TEXT = "Thanks for fixing the references on this page."
+
+
+def _probe(teacher: LlmTeacher) -> str:
+    start = time.perf_counter()
+    completion = teacher.client().chat.completions.create(**teacher.body(teacher.prepare("probe", PROBE_TEXT)))
+    choice = completion.choices[0]
+    logprobs = "with logprobs" if choice.logprobs and choice.logprobs.content else "no logprobs (hard votes)"
+    return f"answered {choice.message.content!r} in {time.perf_counter() - start:.2f}s, {logprobs}"
+
+
+@teachers_app.command("check")
+def check(folder: Path = typer.Argument(..., help="Folder of question YAML files (or one file)."),
+          settings_path: Path | None = typer.Option(None, "--settings", help="assay.yaml (default: $ASSAY_CONFIG "
+                                                                               "or ./assay.yaml)"),
+          only: str | None = typer.Option(None, "--only", help="Comma-separated question ids."),
+          text_chars: int = typer.Option(500, "--text-chars", help="Typical record length for the cost estimate."),
+          probe: bool = typer.Option(False, "--probe", help="Send one request with a fixed harmless text.")) -> None:
+    """Residency, key, price and (optionally) a live probe for every teacher; exit 1 when one is unusable."""
+    try:
+        settings = load_settings(settings_path)
+        questions = select(load_questions(folder), only)
+    except (SettingsError, QuestionSpecError, ValueError) as error:
+        console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    table = Table(title=f"Teachers in {folder} (residency: {settings.residency})")
+    for column in ("question", "source", "endpoint / path", "status", "USD per 1k records"):
+        table.add_column(column)
+    problems = 0
+    with tempfile.TemporaryDirectory() as scratch:
+        for loaded in questions:
+            spec = loaded.spec
+            for source in spec.sources:
+                if isinstance(source, LocalLlmSource):
+                    ok = Path(source.path).expanduser().is_dir()
+                    problems += not ok
+                    table.add_row(spec.id, source.name, source.path,
+                                  "[green]model folder found[/green]" if ok else "[red]model folder missing[/red]",
+                                  "0 (local)")
+                if not isinstance(source, LlmSource):
+                    continue
+                estimate = "-"
+                try:
+                    teacher = LlmTeacher(spec, source, Path(scratch), settings, progress=False)
+                    read_api_key(source)
+                    tokens = estimate_prompt_tokens(render_prompt(spec, "x" * text_chars, source.prompt))
+                    usd = 1000 * cost_usd(teacher.price, tokens, source.max_answer_tokens, source.mode == "batch")
+                    estimate = f"{usd:.4f}" if teacher.price else "0 (no price: set prices)"
+                    status = _probe(teacher) if probe else "[green]allowed, key set[/green]"
+                except (ResidencyError, LlmTeacherError) as error:
+                    problems += 1
+                    status = f"[red]{error}[/red]"
+                except Exception as error:  # a failed probe: show it, keep checking the others
+                    problems += 1
+                    status = f"[red]probe failed: {type(error).__name__}: {str(error)[:160]}[/red]"
+                table.add_row(spec.id, source.name, f"{source.base_url} ({source.model}, {source.mode})", status,
+                              estimate)
+    console.print(table)
+    if problems:
+        console.print(f"[red]{problems} teacher(s) unusable[/red]")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `teachers` command group to the main CLI."""
+    app.add_typer(teachers_app, name="teachers")

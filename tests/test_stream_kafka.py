@@ -1,0 +1,262 @@
+"""The Kafka consumer against the real broker: exactly-once output through SIGKILL crashes, a member
+killed mid-run, malformed messages, SIGTERM, adapter reloads. No mocks: real `assay consume`
+processes, real PEFT adapters on a tiny random Llama base, real Parquet read back with pyarrow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from assay.distill.registry import Registry
+from assay.engine.scorer import Scorer
+from assay.engine.stream import KAFKA_METADATA_KEY, consume, produce
+from assay.engine.stream_files import segments
+from assay.schemas.output import RunMetadata
+from engine_fixtures import WORDS, make_adapter, make_llama_base, publish
+from kafka_broker import free_ports
+
+pytestmark = pytest.mark.kafka
+
+QUESTIONS = ("toxic", "insult", "threat")
+ASSAY = str(Path(sys.executable).with_name("assay"))
+SESSION_TIMEOUT = "6"  # the broker's minimum: a killed member's partitions move after 6 s
+N_KILL = 3_000  # default run; the 20,000-record variant is marked slow
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stream_registry")
+    base = make_llama_base(root / "base", layers=2)
+    for seed, qid in enumerate(QUESTIONS):
+        adapter = make_adapter(base, root / "adapters" / qid, 20 + seed, 4, ["q_proj", "v_proj"], head="score")
+        publish(root / "registry", qid, 1, adapter, base, max_length=64)
+    return root / "registry"
+
+
+@pytest.fixture(scope="module")
+def scorer(registry) -> Scorer:
+    return Scorer.from_registry(Registry(registry))
+
+
+def _texts(n: int, seed: int) -> pa.Table:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(n)]
+    return pa.table({"id": [f"r{seed}-{i}" for i in range(n)], "text": texts,
+                     "source": ["test"] * n})
+
+
+def _topic(bootstrap: str, partitions: int = 3) -> str:
+    name = f"stream-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def _load(bootstrap: str, topic: str, table: pa.Table, folder: Path) -> None:
+    path = folder / f"{topic}.parquet"
+    pq.write_table(table, path)
+    assert produce(path, bootstrap, topic, progress=False) == table.num_rows
+
+
+def _start(registry: Path, bootstrap: str, topic: str, group: str, output: Path, log: Path, *extra: str):
+    args = [ASSAY, "consume", "--registry", str(registry), "--bootstrap", bootstrap, "--topic", topic,
+            "--group", group, "--output", str(output), "--batch-records", "300", "--batch-seconds", "0.5",
+            "--session-timeout", SESSION_TIMEOUT, "--log-seconds", "1", *extra]
+    return subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+
+
+def _answer_files(output: Path, topic: str) -> list[Path]:
+    return sorted((output / topic).glob("p*/*.parquet"))
+
+
+def _wait_for_files(output: Path, topic: str, more_than: int, proc, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_answer_files(output, topic)) <= more_than:
+        assert proc.poll() is None, f"consumer exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no new output within {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def _check_exactly_once(output: Path, topic: str, records: pa.Table, scorer: Scorer) -> pa.Table:
+    """Every record exactly once, answers equal to scoring directly, files contiguous per partition."""
+    for folder in sorted((output / topic).iterdir()):
+        spans = [(start, end) for start, end, _ in segments(folder)]
+        assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:])), (folder, spans)
+        assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    got = pa.concat_tables([pq.read_table(p) for p in _answer_files(output, topic)], promote_options="default")
+    ids = got.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == records.num_rows and set(ids) == set(records.column("id").to_pylist())
+    expected = scorer.score_table(records.select(["id", "text"]))
+    order = {record_id: k for k, record_id in enumerate(ids)}
+    rows = np.array([order[i] for i in expected.column("id").to_pylist()])
+    for qid in scorer.question_ids:
+        want_p = expected.column(f"{qid}_p").to_numpy()
+        got_p = got.column(f"{qid}_p").to_numpy()[rows]
+        assert np.abs(got_p - want_p).max() < 1e-5, qid
+        clear = np.abs(want_p - 0.5) > 1e-4
+        assert (got.column(qid).to_numpy(zero_copy_only=False)[rows][clear] == (want_p >= 0.5)[clear]).all(), qid
+    assert set(json.loads(m)["source"] for m in got.column("metadata").to_pylist()) == {"test"}
+    return got
+
+
+def _committed(bootstrap: str, topic: str, group: str) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(consumer.partitions_for_topic(topic))}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _kill_and_restart(registry, scorer, bootstrap, tmp_path, n: int) -> None:
+    topic, group, output = _topic(bootstrap), "g-kill", tmp_path / "out"
+    records = _texts(n, seed=1)
+    jsonl = tmp_path / "records.jsonl"
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in records.to_pylist()))
+    sent = subprocess.run([ASSAY, "produce", str(jsonl), "--bootstrap", bootstrap, "--topic", topic],
+                          capture_output=True, text=True, check=True)
+    assert f"{n:,} messages sent" in sent.stdout + sent.stderr
+    rng = random.Random(7)
+    log = tmp_path / "consume.log"
+    for _ in range(3):
+        before = len(_answer_files(output, topic))
+        proc = _start(registry, bootstrap, topic, group, output, log, "--until-end")
+        _wait_for_files(output, topic, before, proc, log)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL
+    written = sum(pq.ParquetFile(p).metadata.num_rows for p in _answer_files(output, topic))
+    assert written < n, "the consumer finished before the last kill: nothing was tested"
+    summary = consume(scorer, bootstrap, topic, group, output, until_end=True, batch_records=500,
+                      batch_seconds=0.5, session_timeout_s=6)
+    assert summary.stopped_by == "end" and summary.records == n - written
+    _check_exactly_once(output, topic, records, scorer)
+    assert _committed(bootstrap, topic, group) == {
+        int(folder.name[1:]): segments(folder)[-1][1] for folder in (output / topic).iterdir()}
+
+
+def test_sigkill_three_times_then_exactly_once(registry, scorer, kafka_broker, tmp_path):
+    _kill_and_restart(registry, scorer, kafka_broker.bootstrap, tmp_path, N_KILL)
+
+
+@pytest.mark.slow
+def test_sigkill_three_times_then_exactly_once_20k(registry, scorer, kafka_broker, tmp_path):
+    _kill_and_restart(registry, scorer, kafka_broker.bootstrap, tmp_path, 20_000)
+
+
+def test_two_consumers_one_killed(registry, scorer, kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topic, group, output = _topic(bootstrap), "g-two", tmp_path / "out"
+    records = _texts(2_000, seed=2)
+    _load(bootstrap, topic, records, tmp_path)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    first, second = (_start(registry, bootstrap, topic, group, output, log, "--until-end") for log in logs)
+    deadline = time.monotonic() + 180
+    while not all("assigned" in log.read_text() for log in logs):
+        assert first.poll() is None and second.poll() is None, logs[0].read_text()[-2000:] + logs[1].read_text()[-2000:]
+        assert time.monotonic() < deadline, "both members never got partitions"
+        time.sleep(0.1)
+    _wait_for_files(output, topic, 0, first, logs[0])
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert second.wait(180) == 0, logs[1].read_text()[-3000:]
+    assert "done (end)" in logs[1].read_text()
+    _check_exactly_once(output, topic, records, scorer)
+
+
+def test_malformed_messages_go_to_dead_letters(scorer, kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topic, output = _topic(bootstrap), tmp_path / "out"
+    good = _texts(600, seed=3)
+    bad = {b"\xff\xfe not utf-8": "not UTF-8", b"{broken json": "not JSON", b"[1, 2, 3]": "not a JSON object",
+           b'{"text": "no id"}': "missing or empty id", b'{"id": "", "text": "x"}': "missing or empty id",
+           b'{"id": {"a": 1}, "text": "x"}': "id is not a string", b'{"id": "n1", "text": null}': "text is null",
+           b'{"id": "n2", "text": 42}': "text is not a string",
+           json.dumps({"id": "n3", "text": "word " * 100}).encode(): "over the limit of 300", None: "empty message"}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    rows, bad_keys = good.to_pylist(), {}
+    for k, row in enumerate(rows):
+        producer.send(topic, key=row["id"].encode(), value=json.dumps(row).encode())
+        if k % 60 == 0:
+            for j, (value, reason) in enumerate(bad.items()):
+                key = f"bad-{k}-{j}".encode()
+                producer.send(topic, key=key, value=value)
+                bad_keys[key] = reason
+    producer.flush()
+    producer.close()
+    summary = consume(scorer, bootstrap, topic, "g-bad", output, until_end=True, batch_records=250,
+                      batch_seconds=0.3, max_text_chars=300, session_timeout_s=6)
+    assert summary.records == 600 and summary.dead_letters == len(bad_keys)
+    _check_exactly_once(output, topic, good, scorer)
+    dead = pa.concat_tables([pq.read_table(p) for p in sorted((output / "_dead_letters" / topic).glob("p*/*.parquet"))])
+    assert dead.num_rows == len(bad_keys)
+    for row in dead.to_pylist():
+        assert bad_keys[row["key"]] in row["reason"], row
+        assert row["topic"] == topic and row["offset"] >= 0
+    assert {row["raw"] for row in dead.to_pylist()} == set(bad)
+    for folder in (output / "_dead_letters" / topic).iterdir():  # dead letters follow the answers' naming
+        assert {p.name for _, _, p in segments(folder)} <= {p.name for _, _, p in segments(output / topic / folder.name)}
+
+
+def test_sigterm_mid_batch_exits_cleanly(registry, scorer, kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topic, group, output = _topic(bootstrap), "g-term", tmp_path / "out"
+    records = _texts(2_000, seed=4)
+    _load(bootstrap, topic, records, tmp_path)
+    log = tmp_path / "term.log"
+    (port,) = free_ports(1)
+    proc = _start(registry, bootstrap, topic, group, output, log, "--metrics-port", str(port))
+    _wait_for_files(output, topic, 0, proc, log)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "assay_stream_records_total" in metrics and "assay_stream_batch_seconds_bucket" in metrics
+    assert 'assay_stream_adapter_version{question="toxic"} 1.0' in metrics
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "SIGTERM received" in text and "done (signal)" in text
+    committed = _committed(bootstrap, topic, group)
+    for folder in (output / topic).iterdir():  # flushed and committed: the commit is at the end of the files
+        assert committed[int(folder.name[1:])] == segments(folder)[-1][1]
+    consume(scorer, bootstrap, topic, group, output, until_end=True, batch_records=500, session_timeout_s=6)
+    _check_exactly_once(output, topic, records, scorer)
+
+
+def test_reload_picks_up_a_promoted_adapter_and_says_so(registry, kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    copy = tmp_path / "registry"
+    for path in registry.rglob("*"):
+        if path.is_file():
+            (copy / path.relative_to(registry)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / path.relative_to(registry)).write_bytes(path.read_bytes())
+    local = Scorer.from_registry(Registry(copy))
+    topic, output = _topic(bootstrap), tmp_path / "out"
+    _load(bootstrap, topic, _texts(200, seed=5), tmp_path)
+    consume(local, bootstrap, topic, "g-reload", output, until_end=True, session_timeout_s=6)
+    base = Path(json.loads((copy / "toxic" / "1" / "manifest.json").read_text())["base_model"])
+    adapter = make_adapter(base, tmp_path / "v2", 99, 4, ["q_proj", "v_proj"], head="score")
+    publish(copy, "toxic", 2, adapter, base, max_length=64)
+    _load(bootstrap, topic, _texts(200, seed=6), tmp_path)
+    consume(local, bootstrap, topic, "g-reload", output, until_end=True, reload_seconds=0, session_timeout_s=6)
+    versions = {}
+    for path in _answer_files(output, topic):
+        schema = pq.read_schema(path)
+        provenance = json.loads(schema.metadata[KAFKA_METADATA_KEY])
+        versions[(provenance["partition"], provenance["start_offset"])] = RunMetadata.from_schema(schema).adapters
+    assert {v["toxic"] for v in versions.values()} == {1, 2} and all(v["insult"] == 1 for v in versions.values())
