@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="fake server seconds per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--rpm", type=int, default=1200, help="requests-per-minute limit for the limiter run")
-    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw records/s against concurrency (PNG)")
     args = parser.parse_args()
     os.environ.setdefault("BENCH_KEY", "sk-fake-bench")
 
@@ -101,8 +102,30 @@ def main() -> None:
         report.add_row(row["run"], str(row["records"]), str(row["requests"]), f"{row['seconds']:.2f}",
                        f"{row['records_per_s']:.1f}", "-" if row["ideal_per_s"] is None else f"{row['ideal_per_s']:.1f}")
     Console().print(report)
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": rows},
+                                        indent=2) + "\n")
+    if args.plot:
+        plot(rows, args.concurrency, args.latency, args.plot)
+
+
+def plot(rows: list[dict], levels: list[int], latency: float, path: Path) -> None:
+    """records/s at each concurrency level, with the latency bound concurrency / latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [row["records_per_s"] for row in rows if row["run"].startswith("concurrency ") and "limit" not in row["run"]]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(levels, measured, "o-", label="measured")
+    axis.plot(levels, [level / latency for level in levels], "--", color="grey", label="bound: concurrency / latency")
+    axis.set(xscale="log", yscale="log", xlabel="concurrency (requests in flight)", ylabel="records / s",
+             title=f"LLM client vs FAKE server, {latency * 1000:.0f} ms a request")
+    axis.set_xticks(levels, [str(level) for level in levels])
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the PEFT model trained this way is saved unchanged (standard adapter, full model
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,11 +102,12 @@ class LowerLayerCache:
     def hidden(self, text: str) -> torch.Tensor:
         return self._hidden[text]
 
-    def fill(self, texts: Sequence[str], progress: bool = True) -> None:
-        """Tokenise and run the lower layers for every text not cached yet (length-sorted batches)."""
+    def fill(self, texts: Sequence[str], progress: bool = True) -> float:
+        """Tokenise and run the lower layers for every text not cached yet; returns the seconds it took."""
+        started = time.perf_counter()
         new = sorted({t for t in texts if t not in self._hidden})
         if not new:
-            return
+            return 0.0
         encoded = self.tokenizer(new, truncation=True, max_length=self.max_length)["input_ids"]
         order = sorted(range(len(new)), key=lambda i: len(encoded[i]))
         stage = self.arch.stages[self.layer]
@@ -143,6 +145,7 @@ class LowerLayerCache:
             handle.remove()
             bar.close()
             self.model.train(was_training)
+        return time.perf_counter() - started
 
     def batch(self, texts: Sequence[str]) -> Batch:
         """A padded batch of cached texts (call :meth:`fill` first)."""

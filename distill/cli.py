@@ -153,21 +153,27 @@ def train(
     except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
         _fail(error)
     table = Table(title=f"assay train → {registry}")
-    for column in ("question", "version", "records", "threshold", "held-out F1", "held-out AUC", "gold F1",
-                   "gold AUC", "gold ECE", "time", "outcome"):
+    for column in ("question", "ver", "records", "thresh", "held-out F1", "AUC", "gold F1", "AUC", "ECE", "time",
+                   "outcome"):
         table.add_column(column)
+    notes = []
     for result in results:
         if result.version is None:
-            table.add_row(result.question_id, "", "", "", "", "", "", "", "", f"{result.seconds:.0f} s",
-                          f"[red]failed:[/red] {result.error}")
+            table.add_row(result.question_id, "", "", "", "", "", "", "", "", f"{result.seconds:.0f}s", "[red]failed")
+            notes.append(f"[red]✗[/red] {result.question_id}: {result.error}")
             continue
         hold, gold_m = result.metrics.get("holdout", {}), result.metrics.get("gold", {})
-        outcome = f"[green]{result.decision.reason}[/green]" if result.decision.promoted else result.decision.reason
-        records = result.version.manifest["training"]["records"] + result.version.manifest["training"]["holdout_records"]
-        table.add_row(result.question_id, str(result.version.version), str(records), _fmt(result.version.threshold),
+        training = result.version.manifest["training"]
+        table.add_row(result.question_id, str(result.version.version),
+                      str(training["records"] + training["holdout_records"]), _fmt(result.version.threshold),
                       _fmt(hold.get("f1")), _fmt(hold.get("auc")), _fmt(gold_m.get("f1")), _fmt(gold_m.get("auc")),
-                      _fmt(gold_m.get("ece")), f"{result.seconds:.0f} s", outcome)
+                      _fmt(gold_m.get("ece")), f"{result.seconds:.0f}s",
+                      "[green]promoted" if result.decision.promoted else "kept")
+        notes.append(f"{'[green]✓[/green]' if result.decision.promoted else '·'} {result.question_id} "
+                     f"v{result.version.version}: {result.decision.reason}")
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
     failed = [r.question_id for r in results if r.error]
     if failed:
         console.print(f"[red]✗[/red] {len(failed)} question(s) not trained: {', '.join(failed)}", highlight=False)

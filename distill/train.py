@@ -283,7 +283,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
     if cache is None or cache.key != (sha, config.max_length, cache.layer) or \
             cache.layer != cache.arch.n_layers - min(config.top_layers, cache.arch.n_layers):
         cache = make_cache(base, config, sha)
-    cache.fill(data.texts, progress=progress)
+    cache_seconds = cache.fill(data.texts, progress=progress)
 
     train_index, hold_index = split_holdout(data, config.holdout, config.seed)
     train, hold = data.subset(train_index), data.subset(hold_index)
@@ -339,7 +339,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
                      "layers_to_transform": list(range(cache.layer, arch.n_layers)), "labels_dir": str(labels_dir),
                      "records": len(train), "holdout_records": len(hold),
                      "train_positives": float(train.p_yes.sum()), "class_weights": list(weights),
-                     "best_epoch": best[1], "history": history,
+                     "best_epoch": best[1], "history": history, "cache_fill_seconds": round(cache_seconds, 2),
                      "seconds": round(time.perf_counter() - started, 2)},
         "sources": _sources(loaded, labels_dir),
         "metrics": {"holdout": holdout_metrics},

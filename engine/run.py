@@ -4,17 +4,20 @@ Part boundaries are deterministic: part ``i`` holds valid records ``[i*file_rows
 of the input in reading order. Each part is written atomically, then recorded in
 ``OUTPUT/progress.json`` (also written atomically). A re-run with the same input, questions, adapter
 versions and ``file_rows`` skips the recorded parts and continues: no record is lost or written
-twice (a part written but not yet recorded is rewritten under the same name). Rejected input rows go
-to ``OUTPUT/rejects.parquet``.
+twice (a part written but not yet recorded is rewritten under the same name, and temporary files of
+an interrupted write are removed). One run at a time writes to a folder (``OUTPUT/.lock``). Rejected
+input rows go to ``OUTPUT/rejects.parquet``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +103,19 @@ def _start(output: Path, identity: dict) -> dict:
     return progress
 
 
+@contextmanager
+def _exclusive(output: Path) -> Iterator[None]:
+    """Hold ``output/.lock`` for the run; a second run on the same folder fails at once with a clear error."""
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResumeError(f"{output}: another `assay score` is writing to this folder; wait for it "
+                              "or choose a new --output folder") from None
+        yield
+
+
 def _total_records(path: Path) -> int | None:
     """Row count when every input file is Parquet (read from the footers), else unknown."""
     files = input_files(path)
@@ -117,34 +133,36 @@ def score_files(scorer: Scorer, input_path: str | Path, output: str | Path, file
     versions = {qid: int(version) for qid, version in scorer.metadata("").adapters.items()}
     identity = {"input": str(input_path.resolve()), "questions": scorer.question_ids, "file_rows": file_rows,
                 "adapters": versions, "base_model": str(scorer.base)}
-    progress = _start(output, identity)
-    output.mkdir(parents=True, exist_ok=True)
-    done = progress["parts"]
-    reader = RecordReader(input_path, batch_rows=min(file_rows, 10_000))
-    truncated_before, started = scorer.truncated, time.perf_counter()
-    scored = skipped = 0
-    bar = tqdm(total=_total_records(input_path), unit="rec", desc="scoring", disable=not show_progress,
-               dynamic_ncols=True)
-    with bar:
-        for index, part in enumerate(_parts(reader, file_rows)):
-            if index < len(done):
-                first = part.column("id")[0].as_py()
-                if done[index]["first_id"] != first or done[index]["rows"] != part.num_rows:
-                    raise ResumeError(f"the input changed since the interrupted run: part {index} now starts at "
-                                      f"id {first!r} with {part.num_rows} rows, it was {done[index]}")
-                skipped += part.num_rows
+    with _exclusive(output):
+        progress = _start(output, identity)
+        for stale in output.glob(".part-*.tmp"):  # a write cut short by an interruption
+            stale.unlink()
+        done = progress["parts"]
+        reader = RecordReader(input_path, batch_rows=min(file_rows, 10_000))
+        truncated_before, started = scorer.truncated, time.perf_counter()
+        scored = skipped = 0
+        bar = tqdm(total=_total_records(input_path), unit="rec", desc="scoring", disable=not show_progress,
+                   dynamic_ncols=True)
+        with bar:
+            for index, part in enumerate(_parts(reader, file_rows)):
+                if index < len(done):
+                    first = part.column("id")[0].as_py()
+                    if done[index]["first_id"] != first or done[index]["rows"] != part.num_rows:
+                        raise ResumeError(f"the input changed since the interrupted run: part {index} now starts at "
+                                          f"id {first!r} with {part.num_rows} rows, it was {done[index]}")
+                    skipped += part.num_rows
+                    bar.update(part.num_rows)
+                    continue
+                table = scorer.score_table(part, run_id=progress["run_id"])
+                write_parquet_atomic(table, output / part_name(index))
+                done.append({"file": part_name(index), "rows": part.num_rows,
+                             "first_id": part.column("id")[0].as_py()})
+                _write_json_atomic(progress, output / PROGRESS_FILE)
+                scored += part.num_rows
                 bar.update(part.num_rows)
-                continue
-            table = scorer.score_table(part, run_id=progress["run_id"])
-            write_parquet_atomic(table, output / part_name(index))
-            done.append({"file": part_name(index), "rows": part.num_rows,
-                         "first_id": part.column("id")[0].as_py()})
-            _write_json_atomic(progress, output / PROGRESS_FILE)
-            scored += part.num_rows
-            bar.update(part.num_rows)
-    reader.rejects.write(output / REJECTS_FILE)
-    progress["complete"] = True
-    _write_json_atomic(progress, output / PROGRESS_FILE)
+        reader.rejects.write(output / REJECTS_FILE)
+        progress["complete"] = True
+        _write_json_atomic(progress, output / PROGRESS_FILE)
     return RunSummary(output=output, run_id=progress["run_id"], questions=scorer.question_ids, scored=scored,
                       skipped=skipped, parts=len(done), truncated=scorer.truncated - truncated_before,
                       rejects=len(reader.rejects), seconds=time.perf_counter() - started)

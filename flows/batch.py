@@ -68,7 +68,11 @@ def write_report(out: str, month: str, run: dict[str, Any], gpu_hour_usd: float)
 def monthly_batch(registry: str, out: str, input: str | None = None, bootstrap: str | None = None,
                   topic: str | None = None, group: str = "assay-monthly", month: str | None = None,
                   device: str = "cpu", batch_tokens: int = 16_384, gpu_hour_usd: float = 0.0) -> dict[str, Any]:
-    """Score this month's snapshot (``input`` folder, or Kafka ``bootstrap`` + ``topic``) and report on it."""
+    """Score this month's snapshot (``input`` folder, or Kafka ``bootstrap`` + ``topic``) and report on it.
+
+    ``month`` (default: this month, ``YYYY-MM``) names the run's folder; last month's report is compared
+    with when both are ``YYYY-MM``.
+    """
     if bool(input) == bool(topic):
         raise ValueError("give exactly one source: input (a folder or file of records) or bootstrap + topic (Kafka)")
     if topic and not bootstrap:

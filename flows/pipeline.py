@@ -7,8 +7,8 @@ Each flow runs one task per question. A run folder holds every step's output::
 
 A re-run skips the steps whose inputs have not changed (``fresh=True`` redoes them); the labeller
 also reuses the seed sample, the embeddings and every source's votes it already has. The adapter
-evaluation is cached by Prefect on the adapter version and the label/gold files, which never change
-under a version. A promotion emits ``assay.adapter.promoted``; running consumers load the new
+gold evaluation is cached by Prefect on the adapter version and the label/gold files, which never
+change under a version. A promotion emits ``assay.adapter.promoted``; running consumers load the new
 adapter on their next ``Scorer.reload()``.
 """
 
@@ -160,15 +160,18 @@ def _evaluation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
       task_run_name="evaluate {question_id} v{version}")
 def evaluate_adapter(registry: str, question_id: str, version: int, run_dir: str,
                      gold: str | None = None) -> dict[str, Any]:
-    """Metrics of one adapter version on the held-out labels (and on gold when given)."""
+    """Metrics of one adapter version: on its held-out labels (measured when it was trained) and on gold."""
     from assay.distill.evaluate import evaluate
     from assay.distill.registry import Registry
 
     reg = Registry(registry)
-    metrics = evaluate(reg.get(question_id, version), labels_dir(run_dir), gold_path=gold)
+    saved = reg.get(question_id, version)
+    metrics = dict(saved.metrics)
     if gold:
-        metrics["gold"]["path"] = str(gold)
-    reg.update_manifest(reg.get(question_id, version), metrics=metrics)  # `assay registry list` shows them
+        metrics["gold"] = {**evaluate(saved, None, gold_path=gold)["gold"], "path": str(gold)}
+        reg.update_manifest(saved, metrics=metrics)  # `assay registry list` shows them
+    if not metrics:
+        raise ValueError(f"{saved.path}: no held-out metrics in the manifest and no gold file to evaluate on")
     return metrics
 
 

@@ -7,6 +7,7 @@ and ``yes_rates.png`` (a bar chart of this month's and last month's yes rates).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def write(report: dict[str, Any], folder: str | Path) -> Path:
 
 
 def load_previous(root: str | Path, month: str) -> dict[str, Any] | None:
-    """Last month's report under ``root/<YYYY-MM>/``, if that run happened."""
+    """Last month's report under ``root/<YYYY-MM>/``, if that run happened (None for a run not named by month)."""
+    if not re.fullmatch(r"\d{4}-\d{2}", month):
+        return None
     path = Path(root) / previous_month(month) / REPORT_JSON
     return json.loads(path.read_text()) if path.is_file() else None

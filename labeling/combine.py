@@ -114,6 +114,9 @@ def snorkel_vote(matrix: VoteMatrix, seed: int = 0) -> np.ndarray:
     """P(yes) from Snorkel's LabelModel (hard votes only; confidences are ignored)."""
     from snorkel.labeling.model import LabelModel
 
+    if len(matrix.sources) < 3:
+        raise ValueError(f"Snorkel's LabelModel needs at least 3 sources; these votes have {len(matrix.sources)} "
+                         "(use method label_model, which works with any number)")
     model = LabelModel(cardinality=2, verbose=False)
     model.fit(matrix.votes.astype(np.int64), n_epochs=500, lr=0.01, seed=seed, progress_bar=False)
     return model.predict_proba(matrix.votes.astype(np.int64))[:, 1]
@@ -155,7 +158,8 @@ def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
     results = {"label_model": decision}
     candidates: dict[str, dict[str, float]] = {}
     gold_ids, gold_labels = _gold_rows(matrix.ids, gold) if gold is not None else (np.zeros(0, int), None)
-    for name in CANDIDATES if len(gold_ids) else ():
+    usable = [name for name in CANDIDATES if name != "snorkel" or len(matrix.sources) >= 3]
+    for name in usable if len(gold_ids) else ():
         if name not in results:
             results[name] = _run(name, matrix)
         candidates[name] = binary_scores(gold_labels, results[name][1][gold_ids])
@@ -163,8 +167,8 @@ def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
         chosen, reason = method, "chosen by the caller"
     elif candidates:
         key = "f1" if gold_labels.any() else "accuracy"
-        chosen = max(CANDIDATES, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
-        scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in CANDIDATES)
+        chosen = max(usable, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
+        scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in usable)
         reason = f"best {key} on {len(gold_ids)} gold records ({scores})"
     elif gold is not None:
         chosen, reason = "label_model", "no gold record is among the votes; the label model is the default"

@@ -27,6 +27,42 @@ def default_model_path() -> Path:
     return Path(get_model_path())
 
 
+class SentenceEncoder:
+    """A sentence-transformers model folder run with plain transformers: the encoder, then the folder's
+    pooling (mean or CLS, from `1_Pooling/config.json`) and L2 normalisation — the same vectors as
+    `SentenceTransformer(path).encode(..., normalize_embeddings=True)` without importing that library."""
+
+    def __init__(self, path: Path):
+        import json
+
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path)).eval()
+        pooling = path / "1_Pooling" / "config.json"
+        self.cls = pooling.exists() and json.loads(pooling.read_text()).get("pooling_mode_cls_token", False)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors; batches of similar length, so little padding is computed."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        with self.torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                       max_length=MAX_TOKENS, return_tensors="pt")
+                hidden = self.model(**batch).last_hidden_state
+                if self.cls:
+                    pooled = hidden[:, 0]
+                else:
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out[rows] = self.torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return out
+
+
 def _text_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
@@ -34,11 +70,10 @@ def _text_key(text: str) -> str:
 class TextEmbedder:
     """Unit-length sentence embeddings of texts, computed once and cached in memory and in `cache_dir`."""
 
-    def __init__(self, model_path: str | Path | None = None, cache_dir: Path | None = None, progress: bool = False,
-                 batch_size: int = 64):
+    def __init__(self, model_path: str | Path | None = None, cache_dir: Path | None = None, batch_size: int = 64):
         self.model_path = Path(model_path) if model_path else default_model_path()
-        self.progress, self.batch_size = progress, batch_size
-        self._model = None
+        self.batch_size = batch_size
+        self._model: SentenceEncoder | None = None
         self._vectors: dict[str, np.ndarray] = {}
         model_tag = hashlib.blake2b(str(self.model_path.resolve()).encode(), digest_size=6).hexdigest()
         self.cache_file = Path(cache_dir) / f"embeddings-{model_tag}.parquet" if cache_dir else None
@@ -48,13 +83,10 @@ class TextEmbedder:
             self._vectors = dict(zip(cached.column("key").to_pylist(), matrix))
 
     @property
-    def model(self):
-        """The sentence-transformers model, loaded on first use."""
+    def model(self) -> "SentenceEncoder":
+        """The encoder, loaded on first use."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(str(self.model_path), device="cpu")
-            self._model.max_seq_length = MAX_TOKENS
+            self._model = SentenceEncoder(self.model_path)
         return self._model
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -63,9 +95,7 @@ class TextEmbedder:
         missing = list(dict.fromkeys(k for k in keys if k not in self._vectors))
         if missing:
             by_key = dict(zip(keys, texts))
-            vectors = self.model.encode([by_key[k] for k in missing], batch_size=self.batch_size,
-                                        normalize_embeddings=True, show_progress_bar=self.progress,
-                                        convert_to_numpy=True).astype(np.float32)
+            vectors = self.model.encode([by_key[k] for k in missing], self.batch_size)
             self._vectors.update(zip(missing, vectors))
             self._save()
         if not keys:

@@ -182,21 +182,30 @@ class LlmTeacher:
             results.update(run(todo))
         votes, confs = [], []
         for request in requests:
-            result = results.get(request.key, Failure("not sent: the run was stopped", 0))
-            vote, conf = decide(result) if isinstance(result, dict) else (-1, None)
-            if isinstance(result, Failure) or vote == -1:
-                reason = result.reason if isinstance(result, Failure) else \
-                    f"unparseable answer: {result['content'][:40]!r} (expected Yes or No)"
-                attempts = result.attempts if isinstance(result, Failure) else 1
+            vote, conf, failure = self._outcome(results.get(request.key))
+            if failure is not None:
                 self.failures.append({"time": now_iso(), "id": request.record_id, "question_id": self.spec.id,
-                                      "source": self.name, "reason": reason, "attempts": attempts})
+                                      "source": self.name, "reason": failure.reason, "attempts": failure.attempts})
                 self.stats.failed += 1
             votes.append(vote)
-            confs.append(conf)
+            confs.append(np.nan if conf is None else conf)
+        if todo and self.progress:
+            self.print_summary()
         if self._fatal:
             raise LlmTeacherError(self._fatal)
-        return vote_table([r.record_id for r in requests], np.array(votes),
-                          np.array([np.nan if c is None else c for c in confs], dtype=np.float32))
+        return vote_table([r.record_id for r in requests], np.array(votes), np.array(confs, dtype=np.float32))
+
+    @staticmethod
+    def _outcome(result: dict | Failure | None) -> tuple[int, float | None, Failure | None]:
+        """(vote, conf, failure or None) of a cache record, a failure, or nothing (the run stopped first)."""
+        if result is None:
+            return -1, None, Failure("not sent: the run was stopped", 0)
+        if isinstance(result, Failure):
+            return -1, None, result
+        vote, conf = decide(result)
+        if vote == -1:
+            return -1, None, Failure(f"unparseable answer: {result['content'][:40]!r} (expected Yes or No)", 1)
+        return vote, conf, None
 
     def summary(self) -> dict:
         """Requests, cache hits, failures, tokens, cost and whether the budget stopped the run."""
@@ -301,6 +310,10 @@ class LlmTeacher:
             body = self.body(request)
             try:
                 completion = self.client().chat.completions.create(**body)
+            except ResidencyError as exc:  # the per-request hook refused it: nothing was sent
+                self.budget.settle(reserved, 0.0, self.name)
+                self._halt(str(exc))
+                return Failure(str(exc), attempts)
             except RETRYABLE as exc:
                 self.budget.settle(reserved, 0.0, self.name)
                 last_error = _describe(exc)
@@ -317,6 +330,7 @@ class LlmTeacher:
                 return self._give_up(request, f"rejected: {_describe(exc)}", attempts, endpoint_fault=False)
             except FATAL as exc:
                 self.budget.settle(reserved, 0.0, self.name)
+                self._audit(request, 0, 0, attempts, "refused")
                 self._halt(f"{self.source.base_url} refused the request ({_describe(exc)}); check the key in "
                            f"{self.source.api_key_file or '$' + self.source.api_key_env} and the model name "
                            f"{self.source.model!r}")

@@ -72,10 +72,10 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
                 estimate = "-"
                 try:
                     teacher = LlmTeacher(spec, source, Path(scratch), settings, progress=False)
-                    read_api_key(source)
                     tokens = estimate_prompt_tokens(render_prompt(spec, "x" * text_chars, source.prompt))
                     usd = 1000 * cost_usd(teacher.price, tokens, source.max_answer_tokens, source.mode == "batch")
                     estimate = f"{usd:.4f}" if teacher.price else "0 (no price: set prices)"
+                    read_api_key(source)
                     status = _probe(teacher) if probe else "[green]allowed, key set[/green]"
                 except (ResidencyError, LlmTeacherError) as error:
                     problems += 1
@@ -85,6 +85,9 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
                     status = f"[red]probe failed: {type(error).__name__}: {str(error)[:160]}[/red]"
                 table.add_row(spec.id, source.name, f"{source.base_url} ({source.model}, {source.mode})", status,
                               estimate)
+    if not table.row_count:
+        console.print(f"no llm or local_llm sources in {folder}: nothing to check")
+        return
     console.print(table)
     if problems:
         console.print(f"[red]{problems} teacher(s) unusable[/red]")

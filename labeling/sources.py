@@ -10,7 +10,7 @@ from pathlib import Path
 from assay.schemas import LoadedQuestion
 from assay.schemas.questions import EmbeddingSource, LabelsFileSource, LlmSource, LocalLlmSource, RulesSource
 
-from .embedding import TextEmbedder, EmbeddingVoter
+from .embedding import EmbeddingVoter, TextEmbedder
 from .labels_file import LabelsFileVoter
 from .rules import RulesVoter
 from .votes import Source
@@ -28,7 +28,7 @@ class SourceFactory:
     def embedder(self, model: str | None) -> TextEmbedder:
         """The run's embedder for `model` (None: the bundled MiniLM)."""
         if model not in self.embedders:
-            self.embedders[model] = TextEmbedder(model, cache_dir=self.run_dir / "cache", progress=self.progress)
+            self.embedders[model] = TextEmbedder(model, cache_dir=self.run_dir / "cache")
         return self.embedders[model]
 
     def build(self, loaded: LoadedQuestion, source) -> Source:

@@ -164,3 +164,25 @@ def test_bad_settings_files_name_file_line_field_and_fix(tmp_path, text, expecte
 def test_missing_settings_file_is_an_error(tmp_path):
     with pytest.raises(SettingsError, match="settings file not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_cache_takes_concurrent_writers_on_separate_connections(tmp_path):
+    import threading
+
+    from assay.labeling.llm_cache import ResponseCache
+
+    path = tmp_path / "cache.sqlite"
+    caches = [ResponseCache(path) for _ in range(4)]  # one connection each, as separate processes would have
+
+    def write(index: int) -> None:
+        for row in range(100):
+            caches[index].put(f"{index}-{row}", {"content": "Yes", "p_yes": 0.9})
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(ResponseCache(path)) == 400
+    found = caches[0].get_many([f"3-{row}" for row in range(100)] + ["missing"])
+    assert len(found) == 100 and found["3-7"] == {"content": "Yes", "p_yes": 0.9}

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from assay.labeling.llm import LlmTeacher
+from assay.labeling.llm import LlmTeacher, LlmTeacherError
 from assay.labeling.privacy import Masker, ResidencyError, check_endpoint, sha256
 from assay.schemas.questions import LlmSource, QuestionSpec
 from assay.schemas.settings import Settings
@@ -139,3 +139,13 @@ def test_key_from_a_file(tmp_path, monkeypatch):
                              Settings(), progress=False)
         teacher.vote(["a"], ["hello"])
     assert fake.authorizations == {f"Bearer {SECRET}"}
+
+
+def test_every_request_is_checked_again_before_it_is_sent(listener, tmp_path, monkeypatch):
+    monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    teacher = LlmTeacher(SPEC, llm_source(url), tmp_path, Settings(**FAST), progress=False)
+    teacher.settings = Settings(**FAST, allowed_endpoints=["vllm.internal"])  # tightened after creation
+    with pytest.raises(LlmTeacherError, match="not in allowed_endpoints"):
+        teacher.vote(["a", "b"], ["hello", "world"])
+    assert_no_connection(listener)

@@ -125,3 +125,17 @@ def test_embedding_votes_by_nearest_example_and_abstains_in_the_band(tmp_path):
     with pytest.raises(ValueError, match="at least one yes and one no example"):
         EmbeddingVoter(spec.model_copy(update={"examples": spec.examples[:1]}),
                        EmbeddingSource(kind="embedding", name="embedding"), embedder)
+
+
+@pytest.mark.slow
+def test_embeddings_match_sentence_transformers():
+    """Our plain-transformers encoder gives the vectors sentence-transformers gives for the bundled MiniLM."""
+    from sentence_transformers import SentenceTransformer
+
+    from assay.labeling.embedding import MAX_TOKENS, SentenceEncoder, default_model_path
+
+    texts = ["you are a stupid idiot", "Thanks for the citation.", "word " * 300]
+    reference = SentenceTransformer(str(default_model_path()), device="cpu")
+    reference.max_seq_length = MAX_TOKENS
+    expected = reference.encode(texts, normalize_embeddings=True)
+    assert np.allclose(SentenceEncoder(default_model_path()).encode(texts), expected, atol=1e-5)

@@ -1,0 +1,84 @@
+"""Labeling quality on the bundled Jigsaw data: each source, majority vote, Snorkel and Assay's label model.
+
+Runs `label_questions` WITHOUT gold (so the combiner picks its default, the label model), then scores every
+labeller against the gold labels of the same records. Two sets: a seed of 4,000 records from train.parquet
+(toxic-enriched) and all of dev.parquet (natural rates).
+
+    flock /tmp/assay-bench.lock .venv/bin/python bench/eval_labeling.py [--out runs/eval-labeling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from assay.labeling.combine import combine  # noqa: E402
+from assay.labeling.gold import gold_labels  # noqa: E402
+from assay.labeling.pipeline import label_questions  # noqa: E402
+from assay.labeling.report import gold_comparison  # noqa: E402
+from assay.schemas import load_questions  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+JIGSAW = ROOT / "examples" / "data" / "jigsaw"
+METHODS = ("majority", "weighted", "snorkel", "label_model")
+
+
+def evaluate(name: str, input_path: Path, sample: int | None, out: Path) -> dict:
+    """Label `input_path` without gold, then score every labeller on the gold of the seed records."""
+    questions = load_questions(ROOT / "examples" / "questions" / "jigsaw")
+    started = time.perf_counter()
+    summary = label_questions(questions, input_path, out / name, sample=sample, progress=False)
+    seconds = time.perf_counter() - started
+    rows = {}
+    for loaded in questions:
+        qid = loaded.spec.id
+        votes = pq.read_table(out / name / "votes" / f"{qid}.parquet")
+        gold = gold_labels(input_path, qid)
+        result = combine(votes, method="label_model", gold=gold)
+        rows[qid] = {"scores": gold_comparison(votes, result, gold), "prior": result.prior,
+                     "threshold": result.threshold, "gold_rate": float(gold.column("label").to_numpy().mean())}
+    return {"name": name, "records": summary.seed_rows, "label_seconds": round(seconds, 1), "questions": rows}
+
+
+def markdown(run: dict) -> str:
+    """A table: F1 per question of each source, each method, with macro-F1 over the questions."""
+    questions = run["questions"]
+    sources = sorted({k for q in questions.values() for k in q["scores"] if k.startswith("source:")})
+    lines = [f"**{run['name']}** ({run['records']:,} records; labelled in {run['label_seconds']} s)", "",
+             "| question | gold yes | est. P(yes) | " + " | ".join(s.removeprefix("source:") for s in sources)
+             + " | majority | weighted | Snorkel | **Assay label model** |",
+             "|---|---:|---:|" + "---:|" * (len(sources) + 4)]
+    macro = {m: [] for m in METHODS}
+    for qid, q in questions.items():
+        cells = [f"{q['scores'][s]['f1']:.3f}" if s in q["scores"] else "—" for s in sources]
+        for m in METHODS:
+            macro[m].append(q["scores"][m]["f1"])
+        lines.append(f"| {qid} | {q['gold_rate']:.3f} | {q['prior']:.3f} | " + " | ".join(cells) + " | "
+                     + " | ".join(f"{q['scores'][m]['f1']:.3f}" for m in METHODS) + " |")
+    lines.append("| **macro-F1** | | | " + " | ".join("" for _ in sources) + " | "
+                 + " | ".join(f"**{sum(v) / len(v):.3f}**" for v in macro.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/eval-labeling"))
+    parser.add_argument("--sample", type=int, default=4000)
+    args = parser.parse_args()
+    runs = [evaluate("train seed", JIGSAW / "train.parquet", args.sample, args.out),
+            evaluate("dev", JIGSAW / "dev.parquet", None, args.out)]
+    text = "\n".join(markdown(run) for run in runs)
+    print(text)
+    (args.out / "quality.md").write_text(text)
+    (args.out / "quality.json").write_text(json.dumps(runs, indent=2))
+
+
+if __name__ == "__main__":
+    main()

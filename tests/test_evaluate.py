@@ -1,0 +1,103 @@
+"""Evaluation metrics, the F1 threshold on soft labels, evaluation through the engine, promotion rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from assay.distill.evaluate import (binary_metrics, evaluate, expected_calibration_error, promote_if_better,
+                                    reliability_plot, roc_auc, soft_f1_threshold)
+from assay.distill.registry import Registry, base_sha256
+from tests.engine_fixtures import make_adapter, make_llama_base
+from tests.test_train import make_texts, spec, write_labels
+
+
+def test_threshold_maximises_f1_on_soft_labels():
+    p = np.array([0.9, 0.8, 0.3, 0.1])
+    assert soft_f1_threshold(p, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.55)
+    assert soft_f1_threshold(p, np.array([1.0, 0.0, 0.0, 0.0])) == pytest.approx(0.85)
+    # soft labels: a 0.6-probable yes at 0.3 is worth taking in, a 0.05 one at 0.1 is not
+    assert soft_f1_threshold(p, np.array([0.95, 0.9, 0.6, 0.05])) == pytest.approx(0.2)
+    ties = np.array([0.7, 0.7, 0.2])
+    assert soft_f1_threshold(ties, np.array([1.0, 0.0, 0.0])) == pytest.approx(0.45)
+
+
+def test_auc_matches_the_rank_definition_with_ties():
+    rng = np.random.default_rng(0)
+    p = np.round(rng.random(300), 1)  # many ties
+    label = (rng.random(300) < p).astype(int)
+    pairs = [(a > b) + 0.5 * (a == b) for a in p[label == 1] for b in p[label == 0]]
+    assert roc_auc(p, label) == pytest.approx(np.mean(pairs))
+    assert roc_auc(p, np.zeros(300, int)) is None
+
+
+def test_metrics_and_calibration():
+    p = np.array([0.9, 0.8, 0.6, 0.2, 0.1, 0.7])
+    label = np.array([1, 1, 0, 0, 0, 0])
+    m = binary_metrics(p, label, threshold=0.5, soft=np.array([1, 1, 0.4, 0, 0, 0.2]))
+    assert (m["n"], m["positives"]) == (6, 2)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == 1.0 and m["f1"] == pytest.approx(2 / 3)
+    assert m["auc"] == 1.0 and 0 < m["ece"] < 1 and 0 < m["soft_f1"] < 1
+    calibrated = np.repeat([0.05, 0.95], 100)
+    outcome = np.r_[np.r_[np.ones(5), np.zeros(95)], np.r_[np.ones(95), np.zeros(5)]]
+    assert expected_calibration_error(calibrated, outcome) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(10, 0.95), np.zeros(10)) == pytest.approx(0.95)
+
+
+def test_reliability_plot_is_a_png(tmp_path):
+    rng = np.random.default_rng(1)
+    p = rng.random(200)
+    path = reliability_plot(p, (rng.random(200) < p).astype(float), tmp_path / "r.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny base, a label run, a gold file and two random adapters saved as versions with a hold-out."""
+    root = tmp_path_factory.mktemp("evaluate")
+    base = make_llama_base(root / "base")
+    labels = write_labels(root / "labels", n=100)
+    texts = make_texts(40, seed=3)
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(40)], "text": texts,
+                             "is_bad": [int("idiot" in t or "kill" in t) for t in texts]}), root / "gold.parquet")
+    registry = Registry(root / "reg")
+    for seed in (1, 2):
+        adapter = make_adapter(base, root / f"adapter{seed}", seed=seed, rank=4, target_modules=["q_proj", "v_proj"],
+                               head="score")
+        (adapter / "holdout_ids.json").write_text(json.dumps([f"r{i}" for i in range(0, 100, 4)]))
+        registry.save("is_bad", adapter, {"base_model": str(base), "base_model_sha256": base_sha256(base),
+                                          "threshold": 0.5, "max_length": 32, "training": {"labels_dir": str(labels)}})
+    return root, registry, labels
+
+
+def test_evaluate_scores_holdout_and_gold_through_the_engine(setup):
+    root, registry, labels = setup
+    version = registry.get("is_bad", 1)
+    metrics = evaluate(version, labels, root / "gold.parquet")
+    assert metrics["holdout"]["n"] == 25 and metrics["gold"]["n"] == 40
+    assert set(metrics["gold"]) >= {"precision", "recall", "f1", "auc", "ece", "brier"}
+    assert (version.path / "reliability.png").is_file()
+    with pytest.raises(ValueError, match="needs a labels folder"):
+        evaluate(version, None)
+
+
+def test_promotion_follows_the_spec_thresholds_and_the_current_version(setup, tmp_path):
+    root, _, labels = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    one, two = registry.get("is_bad", 1), registry.get("is_bad", 2)
+    strict = promote_if_better(registry, one, {"holdout": {"f1": 0.4, "precision": 0.9}}, spec(promotion={"min_f1": 0.5}))
+    assert not strict.promoted and "below the spec's min_f1 0.5" in strict.reason and registry.current("is_bad") is None
+    first = promote_if_better(registry, one, evaluate(one, labels), spec())
+    assert first.promoted and "first version" in first.reason and registry.current_version("is_bad") == 1
+    mine, theirs = evaluate(two, labels), evaluate(one, labels, holdout_of=two)
+    decision = promote_if_better(registry, two, mine, spec())
+    assert decision.promoted == (mine["holdout"]["f1"] >= theirs["holdout"]["f1"])
+    assert f"{theirs['holdout']['f1']:.3f}" in decision.reason
+    better = promote_if_better(registry, two, {"holdout": {"f1": 1.0, "precision": 1.0}}, spec())
+    assert better.promoted and registry.current_version("is_bad") == 2
