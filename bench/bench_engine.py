@@ -49,9 +49,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the PEFT adapter builders the engine tests use
 
-from engine_fixtures import make_adapter, minilm  # noqa: E402
+from engine_fixtures import make_adapter, minilm, publish  # noqa: E402
 
-from assay.distill.registry import Registry, base_sha256  # noqa: E402
+from assay.distill.registry import Registry  # noqa: E402
 from assay.engine.adapters import LoraAdapter, LoraWeights  # noqa: E402
 from assay.engine.model import MultiLoraModel  # noqa: E402
 from assay.engine.run import score_files  # noqa: E402
@@ -114,16 +114,12 @@ def timed(fn: Callable[[], object], device: torch.device | str) -> float:
 
 def build_registry(root: Path, base: Path, depth: str, rank: int, max_length: int) -> Registry:
     """7 PEFT adapters with random non-zero weights, saved and promoted in a real registry."""
-    registry = Registry(root / "registry")
     layers = [4, 5] if depth == "top2" else None
-    sha = base_sha256(base)
     for seed, qid in enumerate(QUESTIONS):
         adapter = make_adapter(base, root / "adapters" / qid, seed=seed, rank=rank, target_modules=BERT_TARGETS,
                                layers_to_transform=layers)
-        version = registry.save(qid, adapter, {"base_model": str(base), "base_model_sha256": sha,
-                                               "max_length": max_length, "threshold": 0.5})
-        registry.promote(qid, version.version)
-    return registry
+        publish(root / "registry", qid, 1, adapter, base, max_length=max_length)
+    return Registry(root / "registry")
 
 
 def peft_model(base: Path, registry: Registry):

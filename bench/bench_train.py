@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute  # noqa: E402,F401
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -52,6 +53,67 @@ def oracle_labels(labels: Path, question_ids: list[str], out: Path, gold_file: P
     return out
 
 
+def subsample(labels: Path, question_ids: list[str], records: int, out: Path) -> Path:
+    """A copy of a label run folder restricted to the first ``records`` seed records."""
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    seed = pq.read_table(labels / "seed.parquet").slice(0, records)
+    pq.write_table(seed, out / "seed.parquet")
+    keep = pa.array(seed.column("id").cast(pa.string()).to_pylist())
+    for qid in question_ids:
+        table = pq.read_table(labels / "labels" / f"{qid}.parquet")
+        table = table.filter(pa.compute.is_in(table.column("id").cast(pa.string()), value_set=keep))
+        pq.write_table(table, out / "labels" / f"{qid}.parquet")
+    return out
+
+
+def speed_probe(labels: Path, steps: int, threads: int | None, questions: int, epochs: int) -> dict:
+    """Seconds per record: lower-layer cache fill, and one training step with/without the cache, per depth.
+
+    Projects the time to train ``questions`` adapters for ``epochs`` on the label run's seed set.
+    """
+    from peft import get_peft_model
+
+    from assay.distill.cache import upper_layers_only
+    from assay.distill.train import TrainConfig, _forward, load_base, lora_config, make_cache, torch_threads
+    from assay.engine.model import default_base
+
+    texts = pq.read_table(labels / "seed.parquet", columns=["text"]).column("text").to_pylist()
+    rng = torch.Generator().manual_seed(0)
+    sample = [texts[i] for i in torch.randperm(len(texts), generator=rng)[: steps * 32].tolist()]
+    n_train = int(len(texts) * 0.8)
+    out: dict = {"records": len(texts), "questions": questions, "epochs": epochs, "steps": steps, "modes": {}}
+    with torch_threads(threads):
+        for name, top, cached in (("top-1, cached lower layers", 1, True), ("top-1, no cache", 1, False),
+                                  ("top-2, cached lower layers", 2, True), ("full depth (6 layers)", 6, True)):
+            config = TrainConfig(top_layers=top)
+            cache = make_cache(default_base(), config)
+            fill = cache.fill(sample, progress=False) / len(sample)
+            model = get_peft_model(load_base(default_base(), config), lora_config(cache.model, config)).train()
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+            p_yes = torch.full((32,), 0.3)
+            started = time.perf_counter()
+            with upper_layers_only(model.base_model.model, cache.arch, cache.layer if cached else 0) as feed:
+                for step in range(steps):
+                    batch = sample[step * 32:(step + 1) * 32]
+                    if cached:
+                        logits = _forward(model, feed, cache, batch, "cpu")
+                    else:  # the whole model: feed the embeddings' output, run all layers every step
+                        cache_all = cache.batch(batch)
+                        with torch.no_grad():
+                            feed.value = cache.model.get_submodule(cache.arch.layers_path.rsplit(".", 2)[0]
+                                                                   ).embeddings(input_ids=cache_all.input_ids)
+                        logits = model(input_ids=cache_all.input_ids, attention_mask=cache_all.attention_mask).logits
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 1] - logits[:, 0], p_yes)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            step = (time.perf_counter() - started) / (steps * 32)
+            projected = (fill * len(texts) if cached else 0.0) + questions * epochs * n_train * step
+            out["modes"][name] = {"fill_s_per_record": fill if cached else None, "step_s_per_record": step,
+                                  "projected_seconds": projected}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--labels", type=Path, required=True, help="label run folder (assay label --out)")
@@ -60,20 +122,39 @@ def main() -> None:
     parser.add_argument("--oracle", action="store_true", help="train on the seed records' gold labels")
     parser.add_argument("--oracle-gold", type=Path, help="gold file for --oracle when seed.parquet has no gold")
     parser.add_argument("--only", help="comma-separated question ids")
+    parser.add_argument("--records", type=int, help="train on the first N seed records only")
     parser.add_argument("--registry", type=Path, help="registry folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     for name, kind in (("top-layers", int), ("max-length", int), ("epochs", int), ("threads", int),
                        ("batch-size", int), ("learning-rate", float), ("loss", str), ("class-weight", str)):
         parser.add_argument(f"--{name}", type=kind)
+    parser.add_argument("--speed-probe", type=int, metavar="STEPS",
+                        help="instead of training: time STEPS training steps per mode (cache / no cache / depth)")
     args = parser.parse_args()
+    if args.speed_probe:
+        probe = speed_probe(args.labels, args.speed_probe, args.threads, questions=7, epochs=args.epochs or 1)
+        table = Table(title=f"speed probe: {probe['questions']} questions x {probe['records']} seed records x "
+                            f"{probe['epochs']} epoch(s) (load average {os.getloadavg()[0]:.1f})")
+        for column in ("mode", "lower layers ms/record", "train step ms/record", "projected total s"):
+            table.add_column(column)
+        for name, mode in probe["modes"].items():
+            fill = mode["fill_s_per_record"]
+            table.add_row(name, "" if fill is None else f"{fill * 1000:.1f}", f"{mode['step_s_per_record'] * 1000:.1f}",
+                          f"{mode['projected_seconds']:.0f}")
+        Console().print(table)
+        if args.out:
+            args.out.write_text(json.dumps(probe, indent=2) + "\n")
+        return
     overrides = {k: getattr(args, k) for k in ("top_layers", "max_length", "epochs", "threads", "batch_size",
                                                "learning_rate", "loss", "class_weight")}
     questions = load_questions(args.questions)
     only = args.only.split(",") if args.only else None
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    labels = args.labels
+    labels, wanted = args.labels, only or [q.spec.id for q in questions]
     if args.oracle:
-        labels = oracle_labels(labels, only or [q.spec.id for q in questions], work / "oracle", args.oracle_gold)
+        labels = oracle_labels(labels, wanted, work / "oracle", args.oracle_gold)
+    if args.records:
+        labels = subsample(labels, wanted, args.records, work / "subsample")
     registry = args.registry or work / "registry"
     started = time.perf_counter()
     results = train_questions(questions, labels, registry, gold_path=args.gold, only=only, progress=True, **overrides)
@@ -87,7 +168,7 @@ def main() -> None:
                      "best_epoch": training.get("best_epoch"), "threshold": manifest.get("threshold"),
                      "promoted": result.decision.promoted if result.decision else None,
                      "holdout": result.metrics.get("holdout"), "gold": result.metrics.get("gold")})
-    report = {"labels": str(args.labels), "oracle": args.oracle, "overrides": {k: v for k, v in overrides.items() if v},
+    report = {"labels": str(args.labels), "oracle": args.oracle, "records": args.records, "overrides": {k: v for k, v in overrides.items() if v},
               "total_seconds": round(total, 1), "torch_threads": args.threads or torch.get_num_threads(),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "load_average_at_end": os.getloadavg(), "questions": rows}

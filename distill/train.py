@@ -41,11 +41,11 @@ from .registry import AdapterVersion, Registry, RegistryError, base_sha256
 class TrainConfig:
     """Distillation settings; defaults chosen from the measurements in docs/QUALITY.md and PERFORMANCE.md."""
 
-    top_layers: int = 2
-    max_length: int = 128
-    epochs: int = 2
+    top_layers: int = 1
+    max_length: int = 64
+    epochs: int = 1
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 0.0
     lora_rank: int = 8
     lora_alpha: float | None = None  # default 2 x rank

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file
 
 PREFIX = "base_model.model."
@@ -73,6 +73,15 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
         raise AdapterError(f"{path}: cannot apply this adapter exactly: " + "; ".join(problems))
 
 
+def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """PEFT's ``alpha_pattern`` rule (``peft.utils.other.get_pattern_key``): the first pattern that matches
+    the end of the module path at a dot boundary; without importing PEFT (seconds of start-up)."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
 def load_adapter(path: str | Path, question_id: str, version: int = 0, threshold: float = 0.5,
                  head_name: str = "classifier", manifest: dict[str, Any] | None = None) -> LoraAdapter:
     """Load a PEFT adapter directory; ``head_name`` is the model's classification head module."""
@@ -107,7 +116,7 @@ def load_adapter(path: str | Path, question_id: str, version: int = 0, threshold
             raise AdapterError(f"{path}: module {module!r} has {sorted(tensors)}, needs lora_A and lora_B")
         a, b = tensors["lora_A"].T.contiguous(), tensors["lora_B"].T.contiguous()
         rank = a.shape[1]
-        alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), config["lora_alpha"])
+        alpha = pattern_value(alpha_pattern, module, config["lora_alpha"])
         scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
         modules[module] = LoraWeights(a=a, b=b, scale=float(scale))
     if not modules:

@@ -23,6 +23,9 @@ def score(
     base: Path | None = typer.Option(None, "--base", help="Base model folder (default: from the adapters' manifests)."),
     max_length: int | None = typer.Option(None, "--max-length", min=1,
                                           help="Token limit (default: the adapters' training length)."),
+    threads: int | None = typer.Option(None, "--threads", min=1,
+                                       help="CPU threads for torch (default: one per core); use fewer on a "
+                                            "machine shared with other jobs."),
 ) -> None:
     """Score every record against each question's current adapter: P(yes) and the yes/no answer."""
     import torch
@@ -37,6 +40,8 @@ def score(
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("--device cuda: no CUDA device is available")
+    if threads:
+        torch.set_num_threads(threads)
     wanted = [q.strip() for q in questions.split(",") if q.strip()] if questions else None
     try:
         scorer = Scorer.from_registry(registry, questions=wanted, device=device, batch_tokens=batch_tokens,

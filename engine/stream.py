@@ -61,6 +61,7 @@ class ConsumeSummary:
     files: int
     batches: int
     seconds: float
+    startup_seconds: float  # joining the group until the first message arrived (all of it when none came)
     stopped_by: str  # "end" (--until-end reached), "signal" or "stop" (the stop event)
 
     @property
@@ -154,6 +155,7 @@ class _Stream:
         self.in_flight: collections.deque[tuple[Future, float]] = collections.deque()
         self.backpressure = False
         self.batches = 0
+        self.first_message_at: float | None = None
         self.last_reload = time.monotonic()
         self.score_pool = ThreadPoolExecutor(1, thread_name_prefix="assay-score")
         self.write_pool = ThreadPoolExecutor(1, thread_name_prefix="assay-write")
@@ -219,7 +221,6 @@ class _Stream:
         elif not full and self.backpressure:
             self.consumer.resume(*[tp for tp in owned if tp not in self.at_end])
         self.backpressure = full
-        self.metrics.paused.labels(self.topic).set(int(full))
 
     def _apply_rebalance(self, polled: dict) -> None:
         """Handle the listener's events in order: drop revoked work, recover newly assigned partitions."""
@@ -263,6 +264,7 @@ class _Stream:
                     self.at_end.add(tp)
                     self.consumer.pause(tp)
             if messages:
+                self.first_message_at = self.first_message_at or time.perf_counter()
                 if not self.pending:
                     self.pending_since = time.monotonic()
                 self.pending.setdefault(tp, []).extend(messages)
@@ -457,6 +459,7 @@ def consume(scorer: "Scorer | str | Path | Any", bootstrap: str, topic: str, gro
                              records=metrics.total_records, dead_letters=metrics.total_dead,
                              files=metrics.total_files, batches=stream.batches,
                              seconds=time.perf_counter() - started,
+                             startup_seconds=(stream.first_message_at or time.perf_counter()) - started,
                              stopped_by="signal" if signalled.is_set() else stopped_by)
     log.info("%s: done (%s): %s records, %s dead letters, %s files in %.1f s", topic, summary.stopped_by,
              f"{summary.records:,}", f"{summary.dead_letters:,}", f"{summary.files:,}", summary.seconds)

@@ -68,7 +68,7 @@ def consume(
         ("records scored", f"{summary.records:,}"),
         ("dead letters", f"{summary.dead_letters:,}"),
         ("files written", f"{summary.files:,} in {summary.batches:,} micro-batches"),
-        ("time", f"{summary.seconds:.1f} s"),
+        ("time", f"{summary.seconds:.1f} s ({summary.startup_seconds:.1f} s to join the group and get messages)"),
         ("records/s", f"{summary.records_per_second:,.1f}"),
     ]:
         table.add_row(name, value)

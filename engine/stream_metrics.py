@@ -35,6 +35,8 @@ class StreamMetrics:
                             registry=self.registry)
         self.adapter_version = Gauge("assay_stream_adapter_version", "Adapter version answering each question",
                                      ["question"], registry=self.registry)
+        for metric in (self.records, self.files, self.batch_seconds, self.rate, self.in_flight, self.paused):
+            metric.labels(topic)  # every series exists (at 0) from the start
         self.server = None
         if port is not None:
             self.server, _ = start_http_server(port, registry=self.registry)
@@ -67,7 +69,9 @@ class StreamMetrics:
             self.adapter_version.labels(question).set(version)
 
     def maybe_log(self, every_seconds: float, in_flight: int, paused: bool, lags: Mapping[int, int]) -> None:
-        """Every ``every_seconds``: update records/s and log one line with the state of the consumer."""
+        """Update the gauges; every ``every_seconds`` also records/s and one log line with the consumer's state."""
+        self.in_flight.labels(self.topic).set(in_flight)
+        self.paused.labels(self.topic).set(int(paused))
         now = time.monotonic()
         elapsed = now - self._last_log
         if elapsed < every_seconds:

@@ -43,12 +43,6 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]
     return ids
 
 
-def _device(requested: str) -> torch.device:
-    if requested != "auto":
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class LocalTeacher:
     """Scores P(yes) with a local causal LM; batched with left padding, sorted by length."""
 
@@ -62,12 +56,12 @@ class LocalTeacher:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        dtype = DTYPES.get(source.dtype, "auto")
-        multi_gpu = source.device == "auto" and torch.cuda.device_count() > 1
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
-                                                          device_map="auto" if multi_gpu else None).eval()
-        if not multi_gpu:
-            self.model.to(_device(source.device))
+        # device auto with GPUs: accelerate spreads the layers over every GPU (and CPU if they are full)
+        spread = source.device == "auto" and torch.cuda.is_available()
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES.get(source.dtype, "auto"),
+                                                          device_map="auto" if spread else None).eval()
+        if not spread:
+            self.model.to(torch.device("cpu" if source.device == "auto" else source.device))
         self.device = self.model.get_input_embeddings().weight.device
         ids = answer_token_ids(self.tokenizer)
         self.yes_ids = torch.tensor(ids["yes"], device=self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -22,15 +23,28 @@ WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot th
          "edit page wikipedia talk user hate love kill people").split()
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run a test with one torch thread (restored after): tiny test batches gain nothing from threads, and
+    on a shared, busy machine waiting for the second thread makes each small op many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_adapter(base: Path, out: Path, seed: int, rank: int, target_modules: list[str],
                  layers_to_transform: list[int] | None = None, head: str = "classifier",
-                 alpha: int | None = None, lora_std: float = 0.05) -> Path:
-    """Save a PEFT LoRA adapter for ``base`` with random A, B and head (never PEFT's zero B)."""
+                 alpha: int | None = None, lora_std: float = 0.05, **lora_options) -> Path:
+    """Save a PEFT LoRA adapter for ``base`` with random A, B and head (never PEFT's zero B).
+
+    ``lora_options`` go to ``LoraConfig`` as they are (``alpha_pattern``, ``use_rslora``, ...).
+    """
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha or 2 * rank,
                         target_modules=target_modules, layers_to_transform=layers_to_transform,
-                        modules_to_save=[head])
+                        modules_to_save=[head], **lora_options)
     peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():

@@ -20,7 +20,8 @@ from assay.engine import scorer as scorer_module
 from assay.engine.adapters import AdapterError
 from assay.engine.scorer import Scorer
 from assay.schemas.output import RunMetadata, output_schema
-from engine_fixtures import make_adapter, make_llama_base, minilm, peft_probabilities, publish
+from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
+    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities, publish)
 
 TEXTS = ["you stupid idiot", "thanks for the good edit please", "hate " * 80, "the", "", "love people"]
 ADAPTERS = {  # name -> (rank, targets, layers)

@@ -162,21 +162,67 @@ def test_scan_questions_announces_new_and_changed_questions_once(prefect_api, ll
     folder.mkdir()
     (folder / "q1.yaml").write_text(QUESTION.format(qid="q1", version=1))  # trained on spec v1: nothing to do
     (folder / "q2.yaml").write_text(QUESTION.format(qid="q2", version=2))  # registry has only v1: changed
-    (folder / "is_rude.yaml").write_text(QUESTION.format(qid="is_rude", version=1))  # not in registry: added
+    (folder / "is_mean.yaml").write_text(QUESTION.format(qid="is_mean", version=1))  # not in registry: added
     (folder / "broken.yaml").write_text("id: Broken Id\nversion: 1\n")
     since = time.time() - 1
     first = scan_questions(str(folder), str(registry))
-    assert {(c["question_id"], c["kind"]) for c in first} == {("q2", "changed"), ("is_rude", "added")}
+    assert {(c["question_id"], c["kind"]) for c in first} == {("q2", "changed"), ("is_mean", "added")}
     assert scan_questions(str(folder), str(registry)) == []  # announced once
-    assert set(json.loads((folder / STATE_FILE).read_text())) == {"q2", "is_rude"}
-    (folder / "is_rude.yaml").write_text(QUESTION.format(qid="is_rude", version=1).replace("idiot", "moron"))
+    assert set(json.loads((folder / STATE_FILE).read_text())) == {"q2", "is_mean"}
+    (folder / "is_mean.yaml").write_text(QUESTION.format(qid="is_mean", version=1).replace("idiot", "moron"))
     again = scan_questions(str(folder), str(registry))
-    assert [(c["question_id"], c["kind"]) for c in again] == [("is_rude", "added")]  # edited before training
+    assert [(c["question_id"], c["kind"]) for c in again] == [("is_mean", "added")]  # edited before training
     found = server_events("assay.question.", since, expect=3)
     names = sorted((e.event, e.payload["question_id"]) for e in found)
-    assert names == [("assay.question.added", "is_rude"), ("assay.question.added", "is_rude"),
+    assert names == [("assay.question.added", "is_mean"), ("assay.question.added", "is_mean"),
                      ("assay.question.changed", "q2")]
     assert all(Path(e.payload["path"]).is_file() for e in found)
+
+
+ONBOARD = """\
+id: is_rude
+version: 1
+question: Is this comment rude?
+sources:
+  - kind: rules
+    yes_keywords: [stupid, idiot, hate]
+    no_keywords: [thanks, nice, please]
+  - kind: labels_file
+    path: answers.parquet
+training:
+  base_model: {base}
+  epochs: 2
+"""
+
+
+def test_onboard_question_labels_trains_promotes_and_reaches_a_running_scorer(prefect_api, llama_registry, tmp_path):
+    from assay.flows.pipeline import onboard_question
+
+    base, root, _ = llama_registry
+    pool = records(tmp_path / "pool.parquet", 240, seed=4)
+    texts = pq.read_table(pool).column("text").to_pylist()
+    rude = [any(w in t.split() for w in ("stupid", "idiot", "hate")) for t in texts]
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(0, 240, 2)], "label": rude[::2]}),
+                   tmp_path / "answers.parquet")
+    spec = tmp_path / "is_rude.yaml"
+    spec.write_text(ONBOARD.format(base=base))
+    running = Scorer.from_registry(root)  # a consumer started before the question existed
+    assert running.question_ids == ["q1", "q2"]
+    run_dir, since = tmp_path / "run", time.time() - 1
+    result = onboard_question(str(spec), str(pool), str(root), str(run_dir), sample=200)
+    assert result["decision"]["promoted"], result["decision"]
+    assert Registry(root).current_version("is_rude") == result["train"]["version"] == 1
+    labels = pq.read_table(run_dir / "labels" / "labels" / "is_rude.parquet")
+    assert labels.num_rows == 200 and set(labels.column("label").to_pylist()) == {0, 1}
+    assert running.reload() == {"is_rude": 1}
+    probe = texts[:16]
+    np.testing.assert_allclose(running.score_texts(probe)["is_rude"],
+                               Scorer.from_registry(root).score_texts(probe)["is_rude"], atol=1e-6)
+    promoted = server_events("assay.adapter.promoted", since, expect=1)
+    assert [(e.payload["question_id"], e.payload["version"]) for e in promoted] == [("is_rude", 1)]
+    again = onboard_question(str(spec), str(pool), str(root), str(run_dir), sample=200)  # nothing changed
+    assert again["train"]["version"] == 1 and again["decision"]["reason"] == "v1 is already current"
+    assert [v.version for v in Registry(root).versions("is_rude")] == [1]
 
 
 def test_previous_month_wraps_the_year():

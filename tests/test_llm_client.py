@@ -216,3 +216,11 @@ sources:
     assert result.exit_code == 1, result.output
     assert "answered 'No'" in result.output and "with logprobs" in result.output
     assert "residency is 'on-prem'" in result.output and "1 teacher(s) unusable" in result.output
+
+
+def test_nothing_to_label_sends_nothing(tmp_path):
+    with FakeOpenAI() as fake:
+        table = teacher(fake, tmp_path).vote([], [])
+        assert table.num_rows == 0 and table.schema.names == ["id", "vote", "conf"] and fake.chat_requests == 0
+        with pytest.raises(ValueError, match="2 ids but 1 texts"):
+            teacher(fake, tmp_path).vote(["a", "b"], ["x"])

@@ -44,8 +44,8 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def teacher(path: Path, batch_size: int, **fields) -> LocalTeacher:
-    source = LocalLlmSource(kind="local_llm", name="local", path=str(path), batch_size=batch_size, device="cpu",
-                            dtype="float32", **fields)
+    fields = {"device": "cpu", "dtype": "float32", **fields}
+    source = LocalLlmSource(kind="local_llm", name="local", path=str(path), batch_size=batch_size, **fields)
     return LocalTeacher(SPEC, source, progress=False)
 
 
@@ -77,7 +77,7 @@ def test_yes_and_no_token_ids_are_resolved(model_dir):
 
 def test_chat_template_is_used_and_truncation_applies(tmp_path):
     path = make_causal_lm(tmp_path / "chat", chat_template=CHAT_TEMPLATE)
-    local = teacher(path, batch_size=2, max_text_chars=5)
+    local = teacher(path, batch_size=2, max_text_chars=5, device="auto", dtype="auto")  # GPUs when present
     prompt = local.prompt("stupid idiot")
     assert prompt.startswith("[user] ") and prompt.endswith(" answer")
     assert "<text>\nstupi\n[Note: the text was truncated to its first 5 characters.]" in prompt

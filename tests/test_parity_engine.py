@@ -1,7 +1,7 @@
 """Parity: the engine's P(yes) equals PEFT's, one adapter at a time, within 1e-5 in fp32.
 
 The silent-failure guard: adapters of different ranks, depths (all layers / top layers only / one
-layer / the pooler) and target modules share one batch; every LoRA B and head is random and
+layer / the pooler), target modules and scalings (``alpha_pattern``, rsLoRA) share one batch; every LoRA B and head is random and
 non-zero, and a control checks that zeroing an adapter's LoRA weights moves P(yes) well beyond the
 tolerance, so "accepted but not applied" cannot pass.
 """
@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from assay.engine.scorer import Scorer
-from engine_fixtures import make_adapter, make_llama_base, minilm, peft_probabilities
+from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
+    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities)
 
 TOL = 1e-5
 TEXTS = [
@@ -82,10 +83,11 @@ def llama(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("llama")
     base = make_llama_base(root / "base", layers=4)
     every_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    specs = {"all_qv_r4": (4, ["q_proj", "v_proj"], None), "top_half_all_r8": (8, every_linear, [2, 3]),
-             "top1_mlp_r16": (16, ["gate_proj", "down_proj"], [3])}
-    adapters = {qid: make_adapter(base, root / qid, 10 + seed, rank, targets, layers, head="score")
-                for seed, (qid, (rank, targets, layers)) in enumerate(specs.items())}
+    specs = {"all_qv_r4": (4, ["q_proj", "v_proj"], None, {}),
+             "top_half_all_r8": (8, every_linear, [2, 3], {"alpha_pattern": {"o_proj": 3, "layers.3.up_proj": 40}}),
+             "top1_mlp_r16_rslora": (16, ["gate_proj", "down_proj"], [3], {"use_rslora": True})}
+    adapters = {qid: make_adapter(base, root / qid, 10 + seed, rank, targets, layers, head="score", **options)
+                for seed, (qid, (rank, targets, layers, options)) in enumerate(specs.items())}
     return base, adapters
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from assay.engine.scorer import Scorer
 from assay.flows.cli import app
 from assay.schemas.output import RunMetadata
-from engine_fixtures import make_adapter, make_llama_base, publish
+from engine_fixtures import make_adapter, make_llama_base, one_torch_thread, publish  # noqa: F401
 
 DEV = Path(__file__).resolve().parents[1] / "examples" / "data" / "jigsaw" / "dev.parquet"
 runner = CliRunner()
@@ -109,8 +109,9 @@ def test_questions_option_and_clear_errors(tmp_path, registry, records):
 
 def test_resume_after_sigkill_writes_every_record_exactly_once(tmp_path, registry, records):
     out = tmp_path / "out"
-    args = ["--registry", str(registry), "--input", str(records), "--output", str(out), "--file-rows", "20"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # tiny batches: threads only add waits
+    args = ["--registry", str(registry), "--input", str(records), "--output", str(out), "--file-rows", "20",
+            "--threads", "1"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "from assay.flows.cli import main; main()", "score", *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     progress, parts = out / "progress.json", 0

@@ -104,7 +104,7 @@ def test_holdout_split_is_stratified_and_repeatable(labels):
 def test_config_layers_spec_then_overrides(tmp_path):
     question = loaded(tmp_path, training={"lora_rank": 16, "epochs": 5, "top_layers": 3})
     config = TrainConfig.for_spec(question, epochs=1, max_length=None)
-    assert (config.lora_rank, config.epochs, config.top_layers, config.max_length) == (16, 1, 3, 128)
+    assert (config.lora_rank, config.epochs, config.top_layers, config.max_length) == (16, 1, 3, 64)
     with pytest.raises(TypeError, match="unknown training option.*epoch_count"):
         TrainConfig.for_spec(question, epoch_count=2)
 
@@ -210,7 +210,7 @@ def test_real_minilm_adapter_loads_in_plain_peft_and_scores_the_same_in_the_engi
     registry = Registry(tmp_path / "reg")
     version = train_question(loaded(tmp_path), labels, registry, progress=False, max_length=24, epochs=1,
                              batch_size=16)
-    assert version.manifest["base_model_sha256"] and version.manifest["training"]["layers_to_transform"] == [4, 5]
+    assert version.manifest["base_model_sha256"] and version.manifest["training"]["layers_to_transform"] == [5]
     registry.promote("is_bad", version.version)
     from assay.engine.batching import encode
     from assay.engine.scorer import Scorer
