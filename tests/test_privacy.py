@@ -149,3 +149,20 @@ def test_every_request_is_checked_again_before_it_is_sent(listener, tmp_path, mo
     with pytest.raises(LlmTeacherError, match="not in allowed_endpoints"):
         teacher.vote(["a", "b"], ["hello", "world"])
     assert_no_connection(listener)
+
+
+def test_on_prem_ignores_proxy_variables(listener, tmp_path, monkeypatch):
+    """A proxy from the environment could carry text out of the network: on-prem never uses one."""
+    monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeOpenAI() as fake:
+        on_prem = Settings(**{**FAST, "max_retries": 0}, residency="on-prem")
+        table = LlmTeacher(SPEC, llm_source(fake.base_url), tmp_path / "a", on_prem, progress=False).vote(["a"], ["hi"])
+        assert table["vote"][0].as_py() != -1 and fake.chat_requests == 1
+        assert_no_connection(listener)
+        cloud = Settings(**{**FAST, "max_retries": 0}, request_timeout_s=0.3)  # cloud honours the proxy (control)
+        LlmTeacher(SPEC, llm_source(fake.base_url), tmp_path / "b", cloud, progress=False).vote(["b"], ["hi"])
+        connection, _ = listener.accept()
+        connection.close()

@@ -60,6 +60,17 @@ def scorer(registry) -> Iterator[Scorer]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen]]:
+    """The consumer subprocesses a test starts; any still running at the end (a failed test) are killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def _texts(n: int, seed: int) -> pa.Table:
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(n)]
@@ -83,12 +94,13 @@ def _load(bootstrap: str, topic: str, table: pa.Table, folder: Path) -> None:
     assert produce(path, bootstrap, topic, progress=False) == table.num_rows
 
 
-def _start(registry: Path, bootstrap: str, topic: str, group: str, output: Path, log: Path, *extra: str):
+def _start(procs: list, registry: Path, bootstrap: str, topic: str, group: str, output: Path, log: Path, *extra: str):
     args = [ASSAY, "consume", "--registry", str(registry), "--bootstrap", bootstrap, "--topic", topic,
             "--group", group, "--output", str(output), "--batch-records", "300", "--batch-seconds", "0.5",
             "--session-timeout", SESSION_TIMEOUT, "--log-seconds", "1", *extra]
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}  # the 2 shared cores: no OpenMP spinning
-    return subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env)
+    procs.append(subprocess.Popen(args, stdout=log.open("a"), stderr=subprocess.STDOUT, env=env))
+    return procs[-1]
 
 
 def _answer_files(output: Path, topic: str) -> list[Path]:
@@ -133,7 +145,7 @@ def _committed(bootstrap: str, topic: str, group: str) -> dict[int, int | None]:
         consumer.close(autocommit=False)
 
 
-def _kill_and_restart(registry, scorer, bootstrap, tmp_path, n: int) -> None:
+def _kill_and_restart(procs, registry, scorer, bootstrap, tmp_path, n: int) -> None:
     topic, group, output = _topic(bootstrap), "g-kill", tmp_path / "out"
     records = _texts(n, seed=1)
     jsonl = tmp_path / "records.jsonl"
@@ -145,7 +157,7 @@ def _kill_and_restart(registry, scorer, bootstrap, tmp_path, n: int) -> None:
     log = tmp_path / "consume.log"
     for _ in range(3):
         before = len(_answer_files(output, topic))
-        proc = _start(registry, bootstrap, topic, group, output, log, "--until-end")
+        proc = _start(procs, registry, bootstrap, topic, group, output, log, "--until-end")
         _wait_for_files(output, topic, before, proc, log)
         time.sleep(rng.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)
@@ -160,13 +172,13 @@ def _kill_and_restart(registry, scorer, bootstrap, tmp_path, n: int) -> None:
         int(folder.name[1:]): segments(folder)[-1][1] for folder in (output / topic).iterdir()}
 
 
-def test_sigkill_three_times_then_exactly_once(registry, scorer, kafka_broker, tmp_path):
-    _kill_and_restart(registry, scorer, kafka_broker.bootstrap, tmp_path, N_KILL)
+def test_sigkill_three_times_then_exactly_once(procs, registry, scorer, kafka_broker, tmp_path):
+    _kill_and_restart(procs, registry, scorer, kafka_broker.bootstrap, tmp_path, N_KILL)
 
 
 @pytest.mark.slow
-def test_sigkill_three_times_then_exactly_once_20k(registry, scorer, kafka_broker, tmp_path):
-    _kill_and_restart(registry, scorer, kafka_broker.bootstrap, tmp_path, 20_000)
+def test_sigkill_three_times_then_exactly_once_20k(procs, registry, scorer, kafka_broker, tmp_path):
+    _kill_and_restart(procs, registry, scorer, kafka_broker.bootstrap, tmp_path, 20_000)
 
 
 def _assigned(log: Path) -> list[int]:
@@ -184,7 +196,7 @@ def _wait_until(condition, what: str, logs: list[Path], procs, timeout: float = 
         time.sleep(0.1)
 
 
-def test_two_consumers_one_killed_then_sigterm(registry, scorer, kafka_broker, tmp_path):
+def test_two_consumers_one_killed_then_sigterm(procs, registry, scorer, kafka_broker, tmp_path):
     """Two members share the partitions; one is SIGKILLed mid-run and the survivor takes its partitions
     over (rebalance); then SIGTERM mid-batch: exit 0, everything written committed; the rest is
     consumed afterwards and the output holds every record exactly once."""
@@ -194,9 +206,8 @@ def test_two_consumers_one_killed_then_sigterm(registry, scorer, kafka_broker, t
     _load(bootstrap, topic, records, tmp_path)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     (port,) = free_ports(1)
-    first = _start(registry, bootstrap, topic, group, output, logs[0])
-    second = _start(registry, bootstrap, topic, group, output, logs[1], "--metrics-port", str(port))
-    procs = [first, second]
+    first = _start(procs, registry, bootstrap, topic, group, output, logs[0])
+    second = _start(procs, registry, bootstrap, topic, group, output, logs[1], "--metrics-port", str(port))
     _wait_until(lambda: _assigned(logs[0]) and _assigned(logs[1]), "both members assigned", logs, procs)
     _wait_for_files(output, topic, 0, first, logs[0])
     seen = len(_assigned(logs[1]))
