@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sources", type=int, default=10)
-    parser.add_argument("--snorkel-records", type=int, default=100_000)
+    parser.add_argument("--snorkel-records", type=int, default=20_000)
     args = parser.parse_args()
     votes, truth = synthetic_votes(args.records, args.sources)
     print(f"{args.records:,} records x {args.sources} sources, P(yes) {truth.mean():.3f}")

@@ -99,13 +99,13 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device | str) -> float:
-    """Seconds one call of ``fn`` takes (device synchronised before and after)."""
+def timed(fn: Callable[[], object], device: torch.device | str) -> tuple[float, object]:
+    """Seconds one call of ``fn`` takes (device synchronised before and after), and what it returned."""
     sync(device)
     start = time.perf_counter()
-    fn()
+    result = fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,23 +122,27 @@ def build_registry(root: Path, base: Path, depth: str, rank: int, max_length: in
     return Registry(root / "registry")
 
 
-def peft_model(base: Path, registry: Registry):
+def peft_model(base: Path, registry: Registry, device: str):
     """The base with every adapter loaded into one PeftModel (adapter names = question ids)."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2, dtype=dtype)
     versions = [registry.current(qid) for qid in QUESTIONS]
     peft = PeftModel.from_pretrained(model, str(versions[0].path), adapter_name=QUESTIONS[0])
     for qid, version in zip(QUESTIONS[1:], versions[1:]):
         peft.load_adapter(str(version.path), adapter_name=qid)
-    return peft.eval()
+    return peft.to(device).eval()
 
 
-def input_batches(tokenizer, texts: list[str], size: int, max_length: int) -> list[dict[str, torch.Tensor]]:
+def input_batches(base: Path, texts: list[str], size: int, max_length: int, device: str) -> list[dict]:
     """Batches in input order, padded to their longest record (what a plain loop does); tokenised once."""
-    return [tokenizer(texts[i:i + size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            for i in range(0, len(texts), size)]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    return [tokenizer(texts[i:i + size], truncation=True, max_length=max_length, padding=True,
+                      return_tensors="pt").to(device) for i in range(0, len(texts), size)]
 
 
 @torch.inference_mode()
@@ -147,8 +151,8 @@ def peft_loop(peft, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
     columns = []
     for qid in tqdm(QUESTIONS, desc="PEFT loop", unit="adapter", leave=False):
         peft.set_adapter(qid)
-        columns.append(torch.cat([torch.softmax(peft(**batch).logits, -1)[:, 1] for batch in batches]))
-    return torch.stack(columns, 1).numpy()
+        columns.append(torch.cat([torch.softmax(peft(**batch).logits.float(), -1)[:, 1] for batch in batches]))
+    return torch.stack(columns, 1).cpu().numpy()
 
 
 @torch.inference_mode()
@@ -159,9 +163,9 @@ def peft_mixed(peft, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
         n = batch["input_ids"].shape[0]
         names = [qid for qid in QUESTIONS for _ in range(n)]
         repeated = {key: value.repeat(len(QUESTIONS), 1) for key, value in batch.items()}
-        p = torch.softmax(peft(**repeated, adapter_names=names).logits, -1)[:, 1]
+        p = torch.softmax(peft(**repeated, adapter_names=names).logits.float(), -1)[:, 1]
         rows.append(p.view(len(QUESTIONS), n).T)
-    return torch.cat(rows).numpy()
+    return torch.cat(rows).cpu().numpy()
 
 
 def bench_minilm(args: argparse.Namespace) -> list[dict]:
@@ -175,69 +179,56 @@ def bench_minilm(args: argparse.Namespace) -> list[dict]:
             root = Path(folder)
             pq.write_table(records, root / "records.parquet")
             registry = build_registry(root, base, depth, args.rank, args.max_length)
-            start = time.perf_counter()
-            scorer = Scorer.from_registry(registry, device=args.device, batch_tokens=args.batch_tokens)
-            load_s = time.perf_counter() - start
+            load_s, scorer = timed(lambda: Scorer.from_registry(registry, device=args.device,
+                                                                batch_tokens=args.batch_tokens), args.device)
             scorer.score_texts(texts[:16])  # warm-up
-            fan = scorer.model.fan_stage
-            start = time.perf_counter()
-            summary = score_files(scorer, root / "records.parquet", root / "scored", show_progress=True)
-            engine_s = time.perf_counter() - start
+            scorer.model.pooled_only = False  # before the last-layer optimisation, for the record
+            before_s, _ = timed(lambda: score_files(scorer, root / "records.parquet", root / "before"), args.device)
+            scorer.model.pooled_only = True
+            engine_s, summary = timed(lambda: score_files(scorer, root / "records.parquet", root / "scored"),
+                                      args.device)
             scored = pa.concat_tables(pq.read_table(f) for f in sorted((root / "scored").glob("part-*.parquet")))
-            scored = scored.sort_by("id")
-            order = np.argsort(records.column("id").to_numpy(zero_copy_only=False), kind="stable")
-            engine_p = np.stack([scored.column(f"{q}_p").to_numpy() for q in QUESTIONS], 1)
+            engine_p = np.stack([scored.sort_by("id").column(f"{q}_p").to_numpy() for q in QUESTIONS], 1)
+            by_id = np.argsort(records.column("id").to_numpy(zero_copy_only=False), kind="stable")
             row = {"depth": depth, "records": n, "questions": k, "engine_s": engine_s, "engine_load_s": load_s,
-                   "fan_stage": fan, "truncated": summary.truncated, "engine_rqps": n * k / engine_s}
+                   "engine_whole_last_layer_s": before_s, "engine_whole_last_layer_rqps": n * k / before_s,
+                   "fan_stage": scorer.model.fan_stage, "truncated": summary.truncated,
+                   "engine_rqps": n * k / engine_s}
             del scorer
             if not args.skip_peft:
-                peft = peft_model(base, registry)
-                batches = input_batches(scorer_tokenizer(base), texts, args.peft_batch, args.max_length)
+                peft = peft_model(base, registry, args.device)
+                batches = input_batches(base, texts, args.peft_batch, args.max_length, args.device)
                 with torch.inference_mode():
                     peft(**batches[0])  # warm-up
-                loop_p = mixed_p = None
-
-                def run_loop():
-                    nonlocal loop_p
-                    loop_p = peft_loop(peft, batches)
-
-                def run_mixed():
-                    nonlocal mixed_p
-                    mixed_p = peft_mixed(peft, batches)
-
-                row["loop_s"] = timed(run_loop, "cpu")
-                row["mixed_s"] = timed(run_mixed, "cpu")
+                row["loop_s"], loop_p = timed(lambda: peft_loop(peft, batches), args.device)
+                row["mixed_s"], mixed_p = timed(lambda: peft_mixed(peft, batches), args.device)
                 row["loop_rqps"], row["mixed_rqps"] = n * k / row["loop_s"], n * k / row["mixed_s"]
                 row["vs_loop"], row["vs_mixed"] = row["loop_s"] / engine_s, row["mixed_s"] / engine_s
-                row["max_abs_diff_loop"] = float(np.abs(engine_p - loop_p[order]).max())
-                row["max_abs_diff_mixed"] = float(np.abs(engine_p - mixed_p[order]).max())
+                row["max_abs_diff_loop"] = float(np.abs(engine_p - loop_p[by_id]).max())
+                row["max_abs_diff_mixed"] = float(np.abs(engine_p - mixed_p[by_id]).max())
                 del peft
             results.append(row)
             console.print(row)
     return results
 
 
-def scorer_tokenizer(base: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(base))
-
-
 def report_minilm(args: argparse.Namespace, results: list[dict]) -> None:
     title = (f"MiniLM, {results[0]['records']:,} Jigsaw records x {results[0]['questions']} adapters (rank "
              f"{args.rank}), max_length {args.max_length}, {args.device}, torch threads {torch.get_num_threads()}")
-    headers = ["adapters", "engine rec×q/s", "PEFT loop rec×q/s", "PEFT mixed rec×q/s", "vs loop", "vs mixed",
+    headers = ["adapters", "engine rec×q/s", "(whole last layer)", "PEFT loop rec×q/s", "PEFT mixed rec×q/s", "vs loop", "vs mixed",
                "engine s", "loop s", "mixed s", "max |ΔP|"]
     lines = []
     for r in results:
         depth = "top 2 of 6 layers" if r["depth"] == "top2" else "all 6 layers"
         if "loop_s" in r:
-            lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['loop_rqps']:,.0f}", f"{r['mixed_rqps']:,.0f}",
+            lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['engine_whole_last_layer_rqps']:,.0f}",
+                          f"{r['loop_rqps']:,.0f}", f"{r['mixed_rqps']:,.0f}",
                           f"{r['vs_loop']:.2f}×", f"{r['vs_mixed']:.2f}×", f"{r['engine_s']:.1f}",
                           f"{r['loop_s']:.1f}", f"{r['mixed_s']:.1f}",
                           f"{max(r['max_abs_diff_loop'], r['max_abs_diff_mixed']):.1e}"])
         else:
-            lines.append([depth, f"{r['engine_rqps']:,.0f}", "-", "-", "-", "-", f"{r['engine_s']:.1f}", "-", "-", "-"])
+            lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['engine_whole_last_layer_rqps']:,.0f}", "-", "-",
+                          "-", "-", f"{r['engine_s']:.1f}", "-", "-", "-"])
     print_table(title, headers, lines)
 
 
@@ -251,7 +242,7 @@ def matmul_peak(device: str, dtype: torch.dtype) -> float:
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(10))
+    best = min(timed(lambda: a @ b, device)[0] for _ in range(10))
     return 2 * n**3 / best
 
 
@@ -291,7 +282,8 @@ def random_adapters(model: MultiLoraModel, count: int, rank: int, layers: range,
 
 def decoder_flops_per_token(config, seq_len: int) -> float:
     """Forward FLOPs per token of the base: 2 x linear weights + attention scores and values (4 x T x d per layer)."""
-    d, f, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    d, f, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * head_dim
     linear = d * d * 2 + d * kv * 2 + 3 * d * f  # q, o; k, v; gate, up, down
     return config.num_hidden_layers * (2 * linear + 4 * seq_len * d)
 
@@ -312,18 +304,18 @@ def bench_decoder(args: argparse.Namespace) -> dict:
 
     def measure(fn: Callable[[], object], label: str) -> float:
         fn()  # warm-up (compiles the Triton kernels on the first call)
-        times = [timed(fn, device) for _ in tqdm(range(iters), desc=label, leave=False)]
+        times = [timed(fn, device)[0] for _ in tqdm(range(iters), desc=label, leave=False)]
         return float(np.median(times))
 
     with torch.inference_mode():
         base_s = measure(lambda: model.arch.inner(input_ids=many_ids, attention_mask=many_mask, use_cache=False),
                          f"base alone, {k * batch} rows")
         full = random_adapters(model, k, args.adapter_rank, range(n_layers))
+        top = random_adapters(model, k, args.adapter_rank, range(n_layers - n_layers // 4, n_layers), seed=1)
         for adapter in full:
             model.add(adapter)
         full_s = measure(lambda: model.probabilities(ids, mask), f"{k} full-depth adapters")
-        top = range(n_layers - n_layers // 4, n_layers)
-        for adapter in random_adapters(model, k, args.adapter_rank, top, seed=1):
+        for adapter in top:
             model.add(adapter)  # same question ids: replaces the full-depth ones
         top_fan = model.fan_stage
         top_s = measure(lambda: model.probabilities(ids, mask), f"{k} top-quarter adapters")

@@ -101,6 +101,15 @@ class MultiLoraModel:
         self._head_w = self._head_b = None
         for index, stage in enumerate(self.arch.stages):
             stage.register_forward_pre_hook(self._fan_hook(index), with_kwargs=True)
+        self.pooled_only = True  # the last layer's position-wise part runs at the pooled token only
+        self._pooled: torch.Tensor | None = None  # decoder: each row's pooled position in the batch being run
+        self._mlp_shape: torch.Size | None = None
+        last = self.arch.stages[self.arch.n_layers - 1]
+        if self.arch.kind == "encoder":
+            last.attention.register_forward_hook(self._first_token_only)
+        else:
+            last.mlp.register_forward_pre_hook(self._gather_pooled)
+            last.mlp.register_forward_hook(self._scatter_pooled)
 
     @classmethod
     def load(cls, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> "MultiLoraModel":
@@ -138,6 +147,31 @@ class MultiLoraModel:
             return _repeat(args, batch, copies), _repeat(kwargs, batch, copies)
         return hook
 
+    # Only the pooled token of the last layer's output is read (BERT's pooler: the first token; a
+    # decoder: the last non-padding one), and the layer's position-wise part (BERT: attention output
+    # onwards; decoder: the MLP) is most of its work. So in a batch that part runs at that token only:
+    # BERT's last layer continues with the first token alone; a decoder's MLP runs on the pooled
+    # tokens and leaves zeros elsewhere (positions never read).
+    def _first_token_only(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        if self._fan is None or not self.pooled_only:
+            return None
+        return (output[0][:, :1], *output[1:])
+
+    def _gather_pooled(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._pooled is None:
+            return None
+        hidden = args[0]
+        self._mlp_shape = hidden.shape
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, self._pooled].unsqueeze(1), *args[1:])
+
+    def _scatter_pooled(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if self._pooled is None:
+            return None
+        full = output.new_zeros(self._mlp_shape)
+        full[torch.arange(full.shape[0], device=full.device), self._pooled] = output[:, 0]
+        return full
+
     def _base_linear(self, path: str) -> nn.Linear:
         try:
             module = self.model.get_submodule(path)
@@ -149,6 +183,8 @@ class MultiLoraModel:
         return module
 
     def _check(self, adapter: LoraAdapter) -> None:
+        if not adapter.modules:
+            raise AdapterError(f"{adapter.path}: adapter {adapter.question_id!r} has no LoRA weights")
         for path, weights in adapter.modules.items():
             self.arch.stage_of(path)
             linear = self._base_linear(path)
@@ -212,18 +248,22 @@ class MultiLoraModel:
             raise RuntimeError("no adapters loaded")
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         copies, batch = len(self.adapters), input_ids.shape[0]
+        fan = self.fan_stage
         self.groups.start(copies)
-        self._fan = (self.fan_stage, batch, copies)
+        self._fan = (fan, batch, copies)
+        if self.arch.kind == "decoder":
+            last = self._last_tokens(input_ids, attention_mask)
+            if self.pooled_only:
+                self._pooled = last.repeat(copies if fan < self.arch.n_layers else 1)
         try:
             out = self.arch.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         finally:
-            self._fan = None
+            self._fan = self._pooled = self._mlp_shape = None
             self.groups.stop()
         if self.arch.kind == "encoder":
             features = out.pooler_output
         else:
-            last = self._last_tokens(input_ids, attention_mask).repeat(copies)
-            features = out.last_hidden_state[torch.arange(copies * batch, device=self.device), last]
+            features = out.last_hidden_state[torch.arange(copies * batch, device=self.device), last.repeat(copies)]
         if features.shape[0] != copies * batch:
             raise RuntimeError(f"fan-out did not happen: {features.shape[0]} rows for {copies}x{batch}")
         logits = torch.baddbmm(self._head_b, features.view(copies, batch, -1), self._head_w)

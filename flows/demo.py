@@ -154,7 +154,9 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000) -> dict
         scores = Path(batch["output"])
         rows = compare_with_gold(out, scores, pool, dev, list(labelled))
         for qid, row in rows.items():
-            row["decision"] = decided.get(qid, {}).get("reason", "not evaluated")
+            decision = decided.get(qid, {})
+            row["decision"] = decision.get("reason", "not evaluated")
+            row["current"] = bool(decision.get("current"))
         first = next(iter(labelled.values()))
         summary = {"questions": rows, "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
                    "dev_records": batch["records"], "records_per_second": batch["records_per_second"] or 0.0,
@@ -174,13 +176,14 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000) -> dict
 
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="Assay demo — F1 against gold (yes class)")
-    for column in ("question", "best source (seed)", "combined (seed)", "student (dev)", "promotion"):
+    for column in ("question", "best source (seed)", "combined (seed)", "student (dev)", "adapter"):
         table.add_column(column)
     for qid, row in summary["questions"].items():
         name, best = max(row["sources"].items(), key=lambda item: item[1]["f1"])
         student = row["student"]
         table.add_row(qid, f"{best['f1']:.3f} ({name})", f"{row['combined']['f1']:.3f}",
-                      "—" if not student else f"{student['f1']:.3f}", row["decision"])
+                      "—" if not student else f"{student['f1']:.3f}",
+                      "[green]current[/green]" if row["current"] else f"[yellow]{row['decision']}[/yellow]")
     console.print(table)
     console.print(f"scored {summary['dev_records']:,} dev records at {summary['records_per_second']:,.0f} records/s; "
                   f"total {summary['seconds']:.0f} s")

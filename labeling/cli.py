@@ -39,13 +39,18 @@ def label(questions: Path = typer.Option(..., "--questions", help="Folder of que
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     table = Table(title=f"Labelled {summary.seed_rows:,} records in {summary.seconds:.1f}s → {out}")
-    for column in ("question", "method", "est. P(yes)", "labelled yes", "sources (coverage / est. accuracy)",
-                   "gold F1 combined", "gold F1 majority"):
-        table.add_column(column)
+    for column in ("question", "method", "est. P(yes)", "threshold", "labelled yes", "gold F1", "majority F1"):
+        table.add_column(column, justify="left" if column in ("question", "method") else "right")
+    sources = Table(title="Sources")
+    for column in ("question", "source", "coverage", "est. accuracy", "gold F1 alone"):
+        sources.add_column(column, justify="left" if column in ("question", "source") else "right")
     for qid, q in summary.questions.items():
-        sources = ", ".join(f"{n} {q.coverage[n]:.2f}/{q.source_accuracy[n]:.2f}" for n in q.coverage)
         f1 = lambda key: f"{q.gold[key]['f1']:.3f}" if key in q.gold else "—"  # noqa: E731
-        table.add_row(qid, q.method, f"{q.prior:.3f}", f"{q.yes_rate:.3f}", sources, f1("combined"), f1("majority"))
+        table.add_row(qid, q.method, f"{q.prior:.3f}", f"{q.threshold:.3f}", f"{q.yes_rate:.3f}", f1("combined"),
+                      f1("majority"))
+        for name, coverage in q.coverage.items():
+            sources.add_row(qid, name, f"{coverage:.3f}", f"{q.source_accuracy[name]:.3f}", f1(f"source:{name}"))
+    console.print(sources)
     console.print(table)
     if summary.rejected_rows:
         console.print(f"[yellow]{summary.rejected_rows} input rows rejected[/yellow]: see {out / 'rejects.parquet'}")

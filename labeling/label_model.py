@@ -45,7 +45,7 @@ def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndar
 class DawidSkene:
     """Binary Dawid–Skene EM with abstain as an outcome, soft votes and an estimated class prior."""
 
-    prior_strength: float = 1.0
+    prior_share: float = 0.025  # weight of each source's Dirichlet prior, as a share of the records
     max_iter: int = 200
     tol: float = 1e-6
     prior: float = field(default=0.5, init=False)
@@ -89,7 +89,7 @@ class DawidSkene:
         return (yes + 0.5) / (yes + no + 1.0)
 
     def _m_step(self, counts: np.ndarray, posterior: np.ndarray, m: int) -> None:
-        s = self.prior_strength
+        s = max(1.0, self.prior_share * len(posterior))
         self.prior = float((posterior.sum() + s) / (len(posterior) + 2 * s))
         by_class = np.stack([1.0 - posterior, posterior], axis=1).astype(np.float32)  # (n, 2)
         totals = (counts.T @ by_class).reshape(m, 3, 2).transpose(0, 2, 1).astype(np.float64)  # (m, 2, 3)

@@ -98,8 +98,17 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
     summary = LabelRunSummary(str(out_dir), str(input_path), records.num_rows, rejected,
                               round(time.perf_counter() - started, 2), summaries)
     write_run_report(out_dir / "report", summary)
-    (out_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    _write_summary(out_dir / "summary.json", summary)
     return summary
+
+
+def _write_summary(path: Path, summary: LabelRunSummary) -> None:
+    """summary.json; questions labelled by an earlier run into the same folder (`--only`) are kept."""
+    data = summary.to_dict()
+    if path.exists():
+        earlier = json.loads(path.read_text()).get("questions", {})
+        data["questions"] = {**{k: v for k, v in earlier.items() if k not in data["questions"]}, **data["questions"]}
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _settings(budget_usd: float | None, questions: list[LoadedQuestion]):
@@ -162,9 +171,10 @@ def _embed_once(questions, factory: SourceFactory, texts: list[str], progress: b
             embedder.embed(texts[start:start + CHUNK])
 
 
-def _fingerprint(loaded: LoadedQuestion, source, ids: list[str]) -> bytes:
+def _fingerprint(loaded: LoadedQuestion, source, voter, ids: list[str]) -> bytes:
     spec = loaded.spec
     payload = {"question": spec.id, "version": spec.version, "source": source.model_dump(mode="json"),
+               "voter": [type(voter).__name__, getattr(voter, "version", 1)],
                "examples": [e.model_dump() for e in spec.examples] if isinstance(source, EmbeddingSource) else None,
                "ids": hashlib.blake2b("\n".join(ids).encode(), digest_size=16).hexdigest()}
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest().encode()
@@ -205,7 +215,7 @@ def _question_votes(loaded: LoadedQuestion, factory: SourceFactory, ids: list[st
         asked_ids = [ids[i] for i in asked]
         path = out_dir / "sources" / spec.id / f"{source.name}.parquet"
         table = _source_votes(voter, asked_ids, [texts[i] for i in asked], path,
-                              _fingerprint(loaded, source, asked_ids), progress, f"{spec.id}/{source.name}")
+                              _fingerprint(loaded, source, voter, asked_ids), progress, f"{spec.id}/{source.name}")
         vote = np.full(len(ids), ABSTAIN, dtype=np.int8)
         conf = np.full(len(ids), np.nan, dtype=np.float32)
         vote[asked] = table.column("vote").to_numpy(zero_copy_only=False)

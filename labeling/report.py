@@ -49,10 +49,9 @@ def gold_comparison(votes: pa.Table, result: CombineResult, gold: pa.Table) -> d
         return {}
     truth = np.array([lookup[key] for key in matrix.ids.take(pa.array(rows)).to_pylist()], dtype=bool)
     scores = {}
-    for j, name in enumerate(matrix.sources):
-        voted = matrix.votes[rows, j] >= 0
-        scores[f"source:{name}"] = {**binary_scores(truth[voted], matrix.votes[rows, j][voted] == 1),
-                                    "coverage": round(float(voted.mean()), 4)}
+    for j, name in enumerate(matrix.sources):  # a source alone: its abstains count as no
+        scores[f"source:{name}"] = {**binary_scores(truth, matrix.votes[rows, j] == 1),
+                                    "coverage": round(float((matrix.votes[rows, j] >= 0).mean()), 4)}
     scores.update(result.candidates)
     scores["combined"] = binary_scores(truth, result.probs.column("label").to_numpy()[rows] == 1)
     return scores
@@ -137,7 +136,7 @@ def write_question_report(report_dir, spec: QuestionSpec, votes: pa.Table, resul
         lines.append(f"| {name} | {s['coverage']:.3f} | {s['yes']:.3f} | {s['no']:.3f} | {s['overlap']:.3f} | "
                      f"{s['conflict']:.3f} | {result.source_accuracy.get(name, float('nan')):.3f} |")
     if scores:
-        lines += ["", "Measured on gold (sources: only where they voted):", "",
+        lines += ["", "Measured on gold (a source alone labels yes only where it votes yes):", "",
                   "| labeller | n | accuracy | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|"]
         for name, s in scores.items():
             lines.append(f"| {name} | {s['n']} | {s['accuracy']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | "
