@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow install kafka-up kafka-down bench clean
+.PHONY: demo demo-fresh test test-slow install kafka-up kafka-down bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/assay demo --out runs/demo
+
+demo-fresh: $(STAMP)
+	$(BIN)/assay demo --out runs/demo --fresh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

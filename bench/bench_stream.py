@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bootstrap", default=None, help="an existing broker (default: start one)")
     p.add_argument("--batch-records", type=int, default=1000)
     p.add_argument("--batch-seconds", type=float, default=2.0)
-    p.add_argument("--repeats", type=int, default=2, help="runs of each path; the median is reported")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each path, interleaved; medians are reported")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream",
@@ -67,18 +67,15 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def engine_runs(scorer: Scorer, records: pa.Table, batch_records: int, repeats: int) -> tuple[list[float], list[float]]:
+def engine_run(scorer: Scorer, records: pa.Table, batch_records: int) -> tuple[float, float]:
     """Seconds to score all records in one call, and in micro-batches of ``batch_records``."""
-    whole, batched = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scorer.score_table(records, run_id="bench")
-        whole.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for offset in range(0, records.num_rows, batch_records):
-            scorer.score_table(records.slice(offset, batch_records), run_id="bench")
-        batched.append(time.perf_counter() - start)
-    return whole, batched
+    start = time.perf_counter()
+    scorer.score_table(records, run_id="bench")
+    whole = time.perf_counter() - start
+    start = time.perf_counter()
+    for offset in range(0, records.num_rows, batch_records):
+        scorer.score_table(records.slice(offset, batch_records), run_id="bench")
+    return whole, time.perf_counter() - start
 
 
 def stream_run(scorer: Scorer, bootstrap: str, records_path: Path, n: int, args: argparse.Namespace,
@@ -141,9 +138,12 @@ def main() -> None:
             records_path = work / "records.parquet"
             pq.write_table(records, records_path)
             scorer.score_table(records.slice(0, 64))  # warm-up
-            whole, batched = engine_runs(scorer, records, args.batch_records, args.repeats)
-            streams = [stream_run(scorer, bootstrap, records_path, records.num_rows, args, work)
-                       for _ in range(args.repeats)]
+            whole, batched, streams = [], [], []
+            for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both paths
+                engine_s, batched_s = engine_run(scorer, records, args.batch_records)
+                whole.append(engine_s)
+                batched.append(batched_s)
+                streams.append(stream_run(scorer, bootstrap, records_path, records.num_rows, args, work))
     finally:
         if broker is not None:
             broker.stop()

@@ -91,10 +91,11 @@ def speed_probe(labels: Path, steps: int, threads: int | None, questions: int, e
             model = get_peft_model(load_base(default_base(), config), lora_config(cache.model, config)).train()
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
             p_yes = torch.full((32,), 0.3)
-            started = time.perf_counter()
             with upper_layers_only(model.base_model.model, cache.arch, cache.layer if cached else 0) as feed:
-                for step in range(steps):
-                    batch = sample[step * 32:(step + 1) * 32]
+                for step in range(-1, steps):  # step -1: warm-up, not timed
+                    if step == 0:
+                        started = time.perf_counter()
+                    batch = sample[max(step, 0) * 32:(max(step, 0) + 1) * 32]
                     if cached:
                         logits = _forward(model, feed, cache, batch, "cpu")
                     else:  # the whole model: feed the embeddings' output, run all layers every step

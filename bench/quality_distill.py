@@ -53,7 +53,7 @@ def main() -> None:
         combined = labelled_f1(args.combined_dev / "labels" / f"{qid}.parquet", qid, args.gold)
         s, o = student[qid]["gold"] or {}, oracle.get(qid, {}).get("gold") or {}
         rows.append({"question": qid, "positives": s.get("positives"), "combined": combined["f1"],
-                     "student": s.get("f1"), "student_auc": s.get("auc"), "student_ece": s.get("ece"),
+                     "student": s.get("f1"), "student_best": s.get("best_threshold_f1"), "student_auc": s.get("auc"), "student_ece": s.get("ece"),
                      "oracle": o.get("f1"), "oracle_auc": o.get("auc")})
     teacher = None
     if "is_bad" in student:
@@ -65,14 +65,16 @@ def main() -> None:
         teacher = binary_metrics(np.array([float(label_of[i]) for i in ids]), np.array([truth[i] for i in ids]), 0.5)
     macro = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in ("combined", "student", "oracle")}
     lines = ["| question | dev positives | combined labels F1 | student F1 | student AUC | student ECE | "
-             "oracle F1 | oracle AUC | student / oracle |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "oracle F1 | oracle AUC | student / oracle | student F1 at the best dev threshold* |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["student"] / r["oracle"] if r["oracle"] else float("nan")
         lines.append(f"| {r['question']} | {r['positives']} | {r['combined']:.3f} | {r['student']:.3f} | "
                      f"{r['student_auc'] or 0:.3f} | {r['student_ece']:.3f} | {r['oracle']:.3f} | "
-                     f"{r['oracle_auc'] or 0:.3f} | {ratio:.0%} |")
+                     f"{r['oracle_auc'] or 0:.3f} | {ratio:.0%} | "
+                     + (f"{r['student_best']:.3f} |" if r["student_best"] is not None else "— |"))
     lines.append(f"| **macro** | | **{macro['combined']:.3f}** | **{macro['student']:.3f}** | | | "
-                 f"**{macro['oracle']:.3f}** | | **{macro['student'] / macro['oracle']:.0%}** |")
+                 f"**{macro['oracle']:.3f}** | | **{macro['student'] / macro['oracle']:.0%}** | |")
     if teacher:
         lines.append("")
         lines.append(f"GPT-4 (recorded answers) on the {teacher['n']} dev records it answered, `is_bad`: "

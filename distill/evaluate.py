@@ -232,7 +232,10 @@ def evaluate_gold(versions: Sequence[AdapterVersion], gold_path: str | Path, reg
         s = sets[version.question_id]
         where = dict(zip(texts, scores[(version.question_id, version.version)]))
         p = np.array([where[t] for t in s.texts], dtype=np.float32)
-        out[version.question_id] = {"gold": {**binary_metrics(p, s.label, version.threshold), "path": str(gold_path)}}
+        best = soft_f1_threshold(p, s.label.astype(np.float64))  # diagnostic only: how good the ranking is
+        out[version.question_id] = {"gold": {**binary_metrics(p, s.label, version.threshold), "path": str(gold_path),
+                                             "best_threshold": best,
+                                             "best_threshold_f1": binary_metrics(p, s.label, best)["f1"]}}
         reliability_plot(p, s.label.astype(np.float64), version.path / "reliability.png",
                          f"{version.question_id} v{version.version} — gold (n={len(p)})")
     return out

@@ -8,7 +8,8 @@ records runs through the layers below the lowest layer any loaded adapter touche
 batch-shaped argument: masks, positions) once per adapter, adapter-major, so ``K`` adapters see
 ``K*B`` rows through the upper layers. Each adapter's own head then gives its logits, with the
 model's pooling: BERT's pooler on the first token for encoders, the last non-padding token for
-decoders (Llama/Mistral/Qwen ``...ForSequenceClassification``).
+decoders (Llama/Mistral/Qwen ``...ForSequenceClassification``). Since only that token of the last
+layer is read, the last layer's position-wise part runs at that token only (``pooled_only``).
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ class Scorer:
             raise KeyError(f"no current adapter in the registry for: {', '.join(missing)}")
         versions = [version for version in versions if version is not None]
         if not versions:
-            raise ValueError("the registry has no current adapter to load")
+            raise ValueError(f"registry {getattr(registry, 'root', registry)}: no question has a current adapter; "
+                             "train and promote one with `assay train` (or `assay registry promote`)")
         if base is None:
             named = Path(str(versions[0].manifest.get("base_model", "")))
             base = named if str(named) and named.is_dir() else None

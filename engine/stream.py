@@ -489,10 +489,11 @@ def produce(path: str | Path, bootstrap: str, topic: str, key: str | None = "id"
     """
     from tqdm import tqdm
 
-    from assay.schemas.records import RecordReader, RecordsError
+    from assay.schemas.records import RecordReader, RecordsError, input_files
 
     from .run import _total_records
 
+    input_files(path)  # a missing or unsupported input fails before connecting
     reader = RecordReader(path)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=1 << 18)
     failures: list[Exception] = []

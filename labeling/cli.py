@@ -35,7 +35,7 @@ def label(questions: Path = typer.Option(..., "--questions", help="Folder of que
         loaded = select(load_questions(questions), only)
         summary = label_questions(loaded, input, out, sample=sample or None, seed=seed, stratify=stratify,
                                   gold_path=gold, budget_usd=budget_usd, progress=not quiet)
-    except (QuestionSpecError, RecordsError, ValueError) as error:
+    except (QuestionSpecError, RecordsError, ValueError, RuntimeError) as error:  # RuntimeError: a teacher
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     table = Table(title=f"Labelled {summary.seed_rows:,} records in {summary.seconds:.1f}s → {out}")

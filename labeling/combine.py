@@ -5,7 +5,7 @@ Methods:
   sensitivity/specificity, abstains as an outcome, confidences as soft votes; works with 1 or 2 sources.
 - `weighted` — weighted majority vote: the spec's source weights times each vote's confidence.
 - `majority` — plain majority vote.
-- `snorkel` — Snorkel's `LabelModel`, for comparison (needs 3+ sources to be useful).
+- `snorkel` — Snorkel's `LabelModel`, for comparison (it refuses fewer than 3 sources).
 - `auto` — `label_model`; or, when gold labels for some records are given, whichever of the above scores
   the best F1 on them (the reason says which and why).
 
@@ -157,7 +157,7 @@ def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
     decision, model = _label_model(matrix)
     results = {"label_model": decision}
     candidates: dict[str, dict[str, float]] = {}
-    gold_ids, gold_labels = _gold_rows(matrix.ids, gold) if gold is not None else (np.zeros(0, int), None)
+    gold_ids, gold_labels = gold_rows(matrix.ids, gold) if gold is not None else (np.zeros(0, int), None)
     usable = [name for name in CANDIDATES if name != "snorkel" or len(matrix.sources) >= 3]
     for name in usable if len(gold_ids) else ():
         if name not in results:
@@ -189,8 +189,8 @@ def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
     )
 
 
-def _gold_rows(ids: pa.Array, gold: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions of the votes that have gold, and their gold labels."""
+def gold_rows(ids: pa.Array, gold: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in `ids` that have a gold label (`gold`: id, label), and those labels as bools."""
     lookup = dict(zip(gold.column("id").cast(pa.string()).to_pylist(), gold.column("label").to_pylist()))
     rows = [(i, lookup[key]) for i, key in enumerate(ids.cast(pa.string()).to_pylist())
             if lookup.get(key) is not None]

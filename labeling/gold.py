@@ -36,11 +36,3 @@ def gold_labels(path: str | Path, question_id: str) -> pa.Table:
                          f"(found: {', '.join(table.column_names)})")
     return pa.table({"id": table.column("id").cast(pa.string()), "label": label.cast(pa.int8())})
 
-
-def has_gold(path: str | Path, question_id: str) -> bool:
-    """Whether `path` holds gold for `question_id`."""
-    try:
-        gold_labels(path, question_id)
-    except ValueError:
-        return False
-    return True

@@ -9,9 +9,9 @@ A vote with confidence c (the source's probability that the vote is right, in [0
 it counts as the vote with weight w = 2c - 1 and as an abstain with weight 1 - w, in the E-step
 (log-likelihood) and in the M-step (fractional counts) alike; c = 1 is a hard vote, c = 0.5 an abstain.
 
-The class prior is estimated in EM. Dirichlet/Beta pseudo-counts keep every estimate away from 0 and 1,
-and put the starting point on the side of "sources are better than chance", which (with a majority-vote
-start) fixes the label-swap symmetry of EM. Every step is one matrix product over a (records x 3·sources)
+The class prior is estimated in EM. Dirichlet/Beta pseudo-counts (see PSEUDO) keep every estimate away
+from 0 and 1 and on the side of "sources are better than chance", which (with a majority-vote start)
+fixes the label-swap symmetry of EM. Every step is one matrix product over a (records x 3·sources)
 matrix of fractional outcome counts, so a million records and ten sources take seconds.
 """
 
@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 ABSTAIN, NO, YES = 0, 1, 2  # outcome columns per source
+# Dirichlet pseudo-counts over (abstain, no, yes) for class no and class yes (votes right two times in
+# three), each worth `prior_share` of the records. For a rare class this prior is strong: the yes class is
+# the one the yes votes point at — what keeps EM from settling on a correlated, commoner class (toxic,
+# when asked for `threat`). The same weight smooths the class prior (Beta(s, s)).
+PSEUDO = np.array([[1.0, 2.0, 1.0], [1.0, 1.0, 2.0]])
 
 
 def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
@@ -93,6 +98,5 @@ class DawidSkene:
         self.prior = float((posterior.sum() + s) / (len(posterior) + 2 * s))
         by_class = np.stack([1.0 - posterior, posterior], axis=1).astype(np.float32)  # (n, 2)
         totals = (counts.T @ by_class).reshape(m, 3, 2).transpose(0, 2, 1).astype(np.float64)  # (m, 2, 3)
-        pseudo = np.array([[1.0, 2.0, 1.0], [1.0, 1.0, 2.0]]) * s  # abstain, no, yes for class 0 and 1
-        totals += pseudo
+        totals += s * PSEUDO  # MAP estimate
         self.theta = totals / totals.sum(axis=2, keepdims=True)

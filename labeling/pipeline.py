@@ -31,6 +31,7 @@ from assay.schemas.questions import EmbeddingSource, LabelsFileSource, RulesSour
 
 from .combine import CONF_SUFFIX, WEIGHTS_KEY, CombineResult, combine
 from .gold import gold_labels
+from .report import write_question_report, write_run_report
 from .seed import sample_records
 from .sources import TEACHER_KINDS, SourceFactory
 from .votes import ABSTAIN
@@ -52,6 +53,7 @@ class QuestionSummary:
     yes_rate: float
     source_accuracy: dict[str, float]
     coverage: dict[str, float]
+    weights: dict[str, float]  # the spec's source weights (used by weighted vote)
     gold: dict[str, dict[str, float]] = field(default_factory=dict)  # method or source -> scores
     teachers: dict[str, dict] = field(default_factory=dict)  # teacher name -> requests, cost, ...
 
@@ -85,8 +87,6 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
     ids, texts = records.column("id").to_pylist(), records.column("text").to_pylist()
     _embed_once(questions, factory, texts, progress)
     summaries = {}
-    from .report import write_question_report, write_run_report
-
     for loaded in questions:
         gold = gold_labels(gold_path, loaded.spec.id) if gold_path else None
         votes, teachers = _question_votes(loaded, factory, ids, texts, out_dir, progress)
@@ -94,7 +94,7 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
         write_parquet_atomic(votes, out_dir / "votes" / f"{loaded.spec.id}.parquet")
         write_parquet_atomic(result.probs, out_dir / "labels" / f"{loaded.spec.id}.parquet")
         gold_scores = write_question_report(out_dir / "report", loaded.spec, votes, result, gold)
-        summaries[loaded.spec.id] = _question_summary(result, gold_scores, teachers)
+        summaries[loaded.spec.id] = _question_summary(loaded, result, gold_scores, teachers)
     summary = LabelRunSummary(str(out_dir), str(input_path), records.num_rows, rejected,
                               round(time.perf_counter() - started, 2), summaries)
     write_run_report(out_dir / "report", summary)
@@ -225,12 +225,15 @@ def _question_votes(loaded: LoadedQuestion, factory: SourceFactory, ids: list[st
             columns[f"{source.name}{CONF_SUFFIX}"] = pa.array(conf, from_pandas=True)
         if hasattr(voter, "summary"):
             teachers[source.name] = {**voter.summary(), "asked": len(asked), "skipped": len(ids) - len(asked)}
+        if hasattr(voter, "close"):
+            voter.close()
     votes = pa.table(columns)
     return votes.replace_schema_metadata({WEIGHTS_KEY: json.dumps(weights).encode()}), teachers
 
 
-def _question_summary(result: CombineResult, gold_scores: dict, teachers: dict) -> QuestionSummary:
+def _question_summary(loaded: LoadedQuestion, result: CombineResult, gold_scores: dict,
+                      teachers: dict) -> QuestionSummary:
     labels = result.probs.column("label").to_numpy()
     return QuestionSummary(result.method, result.reason, result.prior, result.threshold,
                            round(float(labels.mean()) if len(labels) else 0.0, 4), result.source_accuracy,
-                           result.coverage, gold_scores, teachers)
+                           result.coverage, {s.name: s.weight for s in loaded.spec.sources}, gold_scores, teachers)

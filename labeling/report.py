@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from assay.schemas.questions import QuestionSpec
 
-from .combine import CombineResult, vote_matrix
+from .combine import CombineResult, gold_rows, vote_matrix
 from .metrics import binary_scores
 
 
@@ -43,11 +43,9 @@ def agreement_matrix(votes: pa.Table) -> tuple[list[str], np.ndarray]:
 def gold_comparison(votes: pa.Table, result: CombineResult, gold: pa.Table) -> dict[str, dict[str, float]]:
     """Measured scores on the gold records: each source where it voted, every method, and the combined label."""
     matrix = vote_matrix(votes)
-    lookup = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
-    rows = np.array([i for i, key in enumerate(matrix.ids.to_pylist()) if lookup.get(key) is not None], dtype=int)
+    rows, truth = gold_rows(matrix.ids, gold)
     if not len(rows):
         return {}
-    truth = np.array([lookup[key] for key in matrix.ids.take(pa.array(rows)).to_pylist()], dtype=bool)
     scores = {}
     for j, name in enumerate(matrix.sources):  # a source alone: its abstains count as no
         scores[f"source:{name}"] = {**binary_scores(truth, matrix.votes[rows, j] == 1),
@@ -70,7 +68,8 @@ def _plot_agreement(path, sources: list[str], agreement: np.ndarray, title: str)
     for a in range(len(sources)):
         for b in range(len(sources)):
             if not np.isnan(agreement[a, b]):
-                ax.text(b, a, f"{agreement[a, b]:.2f}", ha="center", va="center", color="w", fontsize=9)
+                ax.text(b, a, f"{agreement[a, b]:.2f}", ha="center", va="center", fontsize=9,
+                        color="black" if agreement[a, b] > 0.6 else "white")
     fig.colorbar(image, ax=ax, label="agreement where both vote")
     ax.set_title(title)
     fig.tight_layout()
@@ -86,9 +85,9 @@ def _plot_calibration(path, p_yes: np.ndarray, truth: np.ndarray | None, thresho
 
     fig, axes = plt.subplots(1, 2 if truth is not None else 1, figsize=(10 if truth is not None else 5, 4))
     axes = np.atleast_1d(axes)
-    axes[0].hist(p_yes, bins=20, range=(0, 1), color="#4c72b0")
+    axes[0].hist(p_yes, bins=20, range=(0, 1), color="#4c72b0", log=True)
     axes[0].axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.2f}")
-    axes[0].set(xlabel="P(yes)", ylabel="records", title="distribution of P(yes)")
+    axes[0].set(xlabel="P(yes)", ylabel="records (log scale)", title="distribution of P(yes)")
     axes[0].legend()
     if truth is not None:
         bins = np.linspace(0, 1, 11)
@@ -122,10 +121,8 @@ def write_question_report(report_dir, spec: QuestionSpec, votes: pa.Table, resul
     p_yes = result.probs.column("p_yes").to_numpy()
     truth = None
     if scores:
-        lookup = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
-        keep = np.array([lookup.get(k) is not None for k in result.probs.column("id").to_pylist()])
-        truth = np.array([lookup[k] for k in np.array(result.probs.column("id").to_pylist())[keep]], dtype=bool)
-        p_yes = p_yes[keep]
+        rows, truth = gold_rows(result.probs.column("id"), gold)
+        p_yes = p_yes[rows]
     _plot_calibration(report_dir / f"{spec.id}_calibration.png", p_yes, truth, result.threshold, spec.id)
     lines = [f"# {spec.id}: {spec.question}", "",
              f"Method **{result.method}** ({result.reason}). Estimated P(yes) {result.prior:.3f}; label threshold "

@@ -48,9 +48,10 @@ def test_one_sided_sources_count_through_their_abstains():
     votes = pa.table({"id": [str(i) for i in range(n)], "rule": rule, "teacher_no": no_only})
     result = combine(votes, method="label_model")
     p_yes = result.probs.column("p_yes").to_numpy()
-    assert p_yes[rule == 1].min() > 0.9
-    assert p_yes[no_only == 0].max() < 0.1
-    assert f1_of(result, truth) > 0.7  # the best possible here is 0.71: unvoted records are 38% yes
+    labels = result.probs.column("label").to_numpy()
+    assert p_yes[rule == 1].min() > 0.75 and labels[rule == 1].all()
+    assert p_yes[no_only == 0].max() < 0.25 and not labels[no_only == 0].any()
+    assert f1_of(result, truth) > 0.65  # unvoted records (38% yes) all yes: F1 0.71; all no: 0.67
 
 
 @pytest.mark.parametrize("names", [["only"], ["first", "second"]])
@@ -89,12 +90,14 @@ def test_confidences_make_a_difference_and_are_read_from_conf_columns():
 
 
 def test_records_without_votes_get_about_the_estimated_prior():
-    """Exactly P(yes | every source abstained): the prior, moved only as far as abstaining tells the class."""
+    """P(yes | every source abstained) under the model: near the prior; the smoothing prior (which expects
+    the yes class to draw yes votes) moves it a little towards 0.5."""
     votes, _ = simulate(3000, 0.25, {"a": (0.8, 0.9, 0.9), "b": (0.8, 0.9, 0.9), "c": (0.8, 0.9, 0.9)}, seed=5)
     result = combine(votes)
     none = (vote_matrix(votes).votes < 0).all(axis=1)
     assert none.any()
-    assert np.allclose(result.probs.column("p_yes").to_numpy()[none], result.prior, atol=0.05)
+    unvoted = result.probs.column("p_yes").to_numpy()[none]
+    assert np.allclose(unvoted, unvoted[0]) and result.prior <= unvoted[0] < result.prior + 0.1
     assert set(result.probs.column("label").to_numpy().tolist()) <= {0, 1}
     assert result.probs.schema.field("p_yes").type == pa.float32()
     assert result.probs.schema.field("label").type == pa.int8()

@@ -73,7 +73,7 @@ def test_from_registry_loads_each_current_version(registry, llama):
 def test_from_registry_errors_are_clear(tmp_path, registry, llama):
     with pytest.raises(KeyError, match="no current adapter in the registry for: nope"):
         Scorer.from_registry(registry, questions=["toxic", "nope"])
-    with pytest.raises(ValueError, match="no current adapter"):
+    with pytest.raises(ValueError, match="empty: no question has a current adapter; train and promote"):
         Scorer.from_registry(tmp_path / "empty")
     other = make_llama_base(tmp_path / "other_base", layers=3, seed=7)
     with pytest.raises(RegistryError, match="was trained on base model"):
@@ -153,6 +153,37 @@ def test_lower_layers_run_once_per_record(llama, share_lower):
     assert seen == [15, 15, 15, 15] and scorer.model.fan_stage == 0
     for handle in handles:
         handle.remove()
+
+
+def last_layer_rows(scorer: Scorer, module: torch.nn.Module) -> tuple[dict, dict, list]:
+    """P(yes) with and without ``pooled_only``, and the input shapes ``module`` saw in each run."""
+    shapes: list[tuple[int, ...]] = []
+    handle = module.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    got = scorer.score_texts(TEXTS)
+    scorer.model.pooled_only = False
+    whole = scorer.score_texts(TEXTS)
+    handle.remove()
+    return got, whole, shapes
+
+
+def test_decoder_last_mlp_runs_at_the_pooled_token_only(llama):
+    """The last layer's MLP sees one token per row; switching that off changes no probability."""
+    base, adapters = llama
+    scorer = Scorer(base)
+    for name, path in adapters.items():
+        scorer.add_adapter(name, path)
+    got, whole, shapes = last_layer_rows(scorer, scorer.model.arch.stages[2].mlp.down_proj)
+    assert shapes[0][:2] == (3 * len(TEXTS), 1) and shapes[1][:2] == (3 * len(TEXTS), scorer.max_length)
+    for name in adapters:
+        np.testing.assert_allclose(got[name], whole[name], atol=1e-6)
+
+
+def test_bert_last_layer_continues_with_the_first_token_only(tmp_path):
+    scorer = Scorer(minilm(), max_length=24)
+    scorer.add_adapter("q", make_adapter(minilm(), tmp_path / "q", 3, 4, ["query", "dense"], [5]))
+    got, whole, shapes = last_layer_rows(scorer, scorer.model.arch.stages[5].intermediate)
+    assert shapes[0][:2] == (len(TEXTS), 1) and shapes[1][:2] == (len(TEXTS), 24)
+    np.testing.assert_allclose(got["q"], whole["q"], atol=1e-6)
 
 
 def test_score_table_output_schema_and_answers(registry):

@@ -179,6 +179,27 @@ def test_scan_questions_announces_new_and_changed_questions_once(prefect_api, ll
     assert all(Path(e.payload["path"]).is_file() for e in found)
 
 
+def test_cli_watch_questions_once_and_monthly_error(prefect_api, llama_registry, tmp_path):
+    from typer.testing import CliRunner
+
+    from assay.flows.cli import app
+
+    _, registry, _ = llama_registry
+    folder = tmp_path / "questions"
+    folder.mkdir()
+    (folder / "is_new.yaml").write_text(QUESTION.format(qid="is_new", version=1))
+    (folder / "bad.yaml").write_text("id: is_bad\nversion: one\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["watch-questions", str(folder), "--registry", str(registry), "--once"])
+    assert result.exit_code == 0, result.output
+    assert "is_new: added (spec v1" in result.output
+    assert "bad.yaml:2: version" in result.output  # file, line, field of the broken file; the others go on
+    data = records(tmp_path / "r.parquet", 10)
+    result = runner.invoke(app, ["monthly", "--registry", str(registry), "--out", str(tmp_path / "o"),
+                                 "--input", str(data), "--topic", "t"])
+    assert result.exit_code == 1 and "exactly one source" in result.output
+
+
 ONBOARD = """\
 id: is_rude
 version: 1

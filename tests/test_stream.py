@@ -123,3 +123,19 @@ def test_dead_letter_schema_round_trips(tmp_path):
     import pyarrow.parquet as pq
 
     assert pq.read_table(path).to_pylist() == [row]
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from assay.flows.cli import app
+
+    runner = CliRunner()
+    empty = tmp_path / "registry"
+    empty.mkdir()
+    result = runner.invoke(app, ["consume", "--registry", str(empty), "--bootstrap", "127.0.0.1:1", "--topic", "t",
+                                 "--group", "g", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "has a current adapter" in result.output
+    result = runner.invoke(app, ["produce", str(tmp_path / "missing.parquet"), "--bootstrap", "127.0.0.1:1",
+                                 "--topic", "t"])
+    assert result.exit_code == 1 and "no such file or folder" in result.output
