@@ -215,8 +215,8 @@ def bench_minilm(args: argparse.Namespace) -> list[dict]:
 def report_minilm(args: argparse.Namespace, results: list[dict]) -> None:
     title = (f"MiniLM, {results[0]['records']:,} Jigsaw records x {results[0]['questions']} adapters (rank "
              f"{args.rank}), max_length {args.max_length}, {args.device}, torch threads {torch.get_num_threads()}")
-    headers = ["adapters", "engine rec×q/s", "(whole last layer)", "PEFT loop rec×q/s", "PEFT mixed rec×q/s", "vs loop", "vs mixed",
-               "engine s", "loop s", "mixed s", "max |ΔP|"]
+    headers = ["adapters", "engine rec×q/s", "(whole last layer)", "PEFT loop rec×q/s", "PEFT mixed rec×q/s",
+               "vs loop", "vs mixed", "engine s", "loop s", "mixed s", "max |ΔP|"]
     lines = []
     for r in results:
         depth = "top 2 of 6 layers" if r["depth"] == "top2" else "all 6 layers"
@@ -314,6 +314,9 @@ def bench_decoder(args: argparse.Namespace) -> dict:
         top = random_adapters(model, k, args.adapter_rank, range(n_layers - n_layers // 4, n_layers), seed=1)
         for adapter in full:
             model.add(adapter)
+        model.pooled_only = False  # the same work as the base alone, plus LoRA: the adapter overhead
+        same_work_s = measure(lambda: model.probabilities(ids, mask), f"{k} full-depth adapters, whole last layer")
+        model.pooled_only = True
         full_s = measure(lambda: model.probabilities(ids, mask), f"{k} full-depth adapters")
         for adapter in top:
             model.add(adapter)  # same question ids: replaces the full-depth ones
@@ -326,8 +329,8 @@ def bench_decoder(args: argparse.Namespace) -> dict:
         "layers": n_layers, "adapters": k, "rank": args.adapter_rank, "seq_len": seq, "batch_records": batch,
         "matmul_peak_tflops": peak / 1e12,
         "base_tokens_per_s": tokens / base_s, "base_mfu": flops / base_s / peak,
-        "full_tokens_per_s": tokens / full_s, "full_mfu": flops / full_s / peak,
-        "full_records_per_s": batch / full_s, "adapter_overhead": full_s / base_s - 1,
+        "full_tokens_per_s": tokens / full_s, "full_mfu": flops / same_work_s / peak,
+        "full_records_per_s": batch / full_s, "adapter_overhead": same_work_s / base_s - 1,
         "top_quarter_first_adapted_layer": top_fan, "top_records_per_s": batch / top_s,
         "top_vs_full": full_s / top_s,
     }
@@ -342,7 +345,9 @@ def report_decoder(result: dict) -> None:
     lines = [
         ["base alone (records x adapters rows)", f"{r['base_tokens_per_s']:,.0f} tok/s", f"MFU {r['base_mfu']:.1%}"],
         [f"{r['adapters']} full-depth adapters", f"{r['full_tokens_per_s']:,.0f} tok/s",
-         f"MFU {r['full_mfu']:.1%}; overhead vs base {r['adapter_overhead']:+.1%} (target ≤ 5%)"],
+         f"MFU {r['full_mfu']:.1%} (measured with the whole last layer, like the base)"],
+        ["adapter overhead", f"{r['adapter_overhead']:+.1%}",
+         "engine with whole last layer vs base alone on the same rows (target ≤ 5%)"],
         ["full depth", f"{r['full_records_per_s']:,.1f} rec/s", ""],
         [f"top quarter (shared layers 0-{r['top_quarter_first_adapted_layer'] - 1})",
          f"{r['top_records_per_s']:,.1f} rec/s", f"{r['top_vs_full']:.2f}× full depth (target ≥ 2.5×)"],

@@ -75,7 +75,8 @@ def compare_with_gold(run_dir: Path, scores: Path, pool: Path, dev: Path, questi
         for name in (c for c in votes.column_names if c != "id" and "__" not in c):
             vote = votes.column(name).to_numpy()[keep]
             voted = vote >= 0
-            sources[name] = {**binary_scores(truth[voted], vote[voted] == 1), "coverage": round(float(voted.mean()), 4)}
+            sources[name] = {**binary_scores(truth[voted], vote[voted] == 1), "coverage": round(float(voted.mean()), 4),
+                             "votes_yes": bool((vote == 1).any())}
         combined = pq.read_table(labels / "labels" / f"{qid}.parquet")
         ckeep, ctruth = _truth(pool, qid, combined.column("id").to_pylist())
         row = {"sources": sources,
@@ -116,6 +117,12 @@ def plot_f1(rows: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _source_cell(name: str, scores: dict[str, Any]) -> str:
+    """F1 of a source's yes votes, or its accuracy when it only ever votes no; and its coverage."""
+    measure = f"F1 {scores['f1']:.3f}" if scores["votes_yes"] else f"accuracy {scores['accuracy']:.3f}"
+    return f"{name} {measure} ({scores['coverage']:.0%})"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The demo report for people."""
     fmt = lambda s: "—" if not s else f"{s['f1']:.3f}"  # noqa: E731
@@ -123,11 +130,12 @@ def markdown(summary: dict[str, Any]) -> str:
              f"Seed: {summary['seed_rows']:,} records of `{summary['pool']}` labelled; students scored "
              f"`{summary['dev']}` ({summary['dev_records']:,} records) at {summary['records_per_second']:,.0f} records/s "
              f"× {len(summary['questions'])} questions; wall time {summary['seconds']:.0f} s.", "",
-             "F1 of the yes class against gold: sources (where they voted; coverage in brackets) and the combined "
-             "label on the seed records, the student adapter on dev.", "",
+             "F1 of the yes class against gold: sources (where they voted; coverage in brackets; accuracy for "
+             "sources that only ever vote no) and the combined label on the seed records, the student adapter "
+             "on dev.", "",
              "| question | sources | combined (seed) | student (dev) | promotion |", "|---|---|---:|---:|---|"]
     for qid, row in summary["questions"].items():
-        sources = ", ".join(f"{n} {s['f1']:.3f} ({s['coverage']:.0%})" for n, s in row["sources"].items())
+        sources = ", ".join(_source_cell(name, scores) for name, scores in row["sources"].items())
         lines.append(f"| {qid} | {sources} | {fmt(row['combined'])} | {fmt(row['student'])} | {row['decision']} |")
     lines += ["", "![F1 by question](f1.png)", "", "## Files", ""]
     lines += [f"- {name}: `{path}`" for name, path in summary["files"].items()]
@@ -212,8 +220,8 @@ def demo(questions: Path = typer.Option(EXAMPLES / "questions" / "jigsaw", help=
         if llm_base_url:
             questions = with_teacher(questions, out / "questions", llm_base_url, llm_model, llm_key_env)
         summary = run_demo(questions, data, out, sample=sample)
-    except QuestionSpecError as error:
-        console.print(str(error), highlight=False)
+    except (QuestionSpecError, ValueError) as error:  # e.g. a question the data has no gold column for
+        console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     print_summary(summary)
 

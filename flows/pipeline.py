@@ -14,6 +14,7 @@ adapter on their next ``Scorer.reload()``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def label_question(question: LoadedQuestion, records: str, run_dir: str, sample:
     return record(run_dir, "label", qid, key, result, [out / "labels" / f"{qid}.parquet"])
 
 
-def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]]) -> None:
+def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]], seconds: float) -> None:
     """One ``summary.json`` and report index for all questions of the run (each task wrote only its own)."""
     import json
 
@@ -88,7 +89,7 @@ def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]])
     first = next(iter(results.values()))
     questions = {**previous, **{qid: r["summary"] for qid, r in results.items()}}
     run = LabelRunSummary(str(out), first["input"], first["seed_rows"], first["rejected_rows"],
-                          0.0, {qid: QuestionSummary(**q) for qid, q in questions.items()})
+                          round(seconds, 2), {qid: QuestionSummary(**q) for qid, q in questions.items()})
     write_run_report(out / "report", run)
     summary_path.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
 
@@ -97,9 +98,10 @@ def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]])
 def label(questions: str, records: str, run_dir: str, only: str | None = None, sample: int | None = 4000,
           seed: int = 0, budget_usd: float | None = None, fresh: bool = False) -> dict[str, dict[str, Any]]:
     """Label a seed sample of ``records`` for each question in ``questions`` (folder or file)."""
+    started = time.perf_counter()
     results = {q.spec.id: label_question(q, records, run_dir, sample, seed, budget_usd, fresh)
                for q in _questions(questions, only)}
-    write_label_summary(run_dir, results)
+    write_label_summary(run_dir, results, time.perf_counter() - started)
     return results
 
 

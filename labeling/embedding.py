@@ -69,12 +69,13 @@ def _text_key(text: str) -> str:
 
 
 class TextEmbedder:
-    """Unit-length sentence embeddings of texts, computed once and cached in memory and in `cache_dir`."""
+    """Unit-length sentence embeddings of texts, computed once and cached in memory and (`save()`) in `cache_dir`."""
 
     def __init__(self, model_path: str | Path | None = None, cache_dir: Path | None = None, batch_size: int = 64):
         self.model_path = Path(model_path) if model_path else default_model_path()
         self.batch_size = batch_size
         self._model: SentenceEncoder | None = None
+        self._unsaved = False
         self._vectors: dict[str, np.ndarray] = {}
         model_tag = hashlib.blake2b(str(self.model_path.resolve()).encode(), digest_size=6).hexdigest()
         self.cache_file = Path(cache_dir) / f"embeddings-{model_tag}.parquet" if cache_dir else None
@@ -98,19 +99,21 @@ class TextEmbedder:
             by_key = dict(zip(keys, texts))
             vectors = self.model.encode([by_key[k] for k in missing], self.batch_size)
             self._vectors.update(zip(missing, vectors))
-            self._save()
+            self._unsaved = True
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._vectors[k] for k in keys])
 
-    def _save(self) -> None:
-        if self.cache_file is None:
+    def save(self) -> None:
+        """Write the vectors computed since the last save to the cache file (if there is one)."""
+        if self.cache_file is None or not self._unsaved:
             return
         from assay.schemas import write_parquet_atomic
 
         keys = list(self._vectors)
         vectors = pa.array([self._vectors[k] for k in keys], pa.list_(pa.float32()))
         write_parquet_atomic(pa.table({"key": keys, "vector": vectors}), self.cache_file)
+        self._unsaved = False
 
 
 class EmbeddingVoter:

@@ -53,7 +53,7 @@ class QuestionSummary:
     yes_rate: float
     source_accuracy: dict[str, float]
     coverage: dict[str, float]
-    weights: dict[str, float]  # the spec's source weights (used by weighted vote)
+    weights: dict[str, float] = field(default_factory=dict)  # the spec's source weights (weighted vote)
     gold: dict[str, dict[str, float]] = field(default_factory=dict)  # method or source -> scores
     teachers: dict[str, dict] = field(default_factory=dict)  # teacher name -> requests, cost, ...
 
@@ -169,6 +169,7 @@ def _embed_once(questions, factory: SourceFactory, texts: list[str], progress: b
         for start in tqdm(range(0, len(texts), CHUNK), desc="embedding seed texts", unit_scale=CHUNK,
                           disable=not progress):
             embedder.embed(texts[start:start + CHUNK])
+        embedder.save()
 
 
 def _fingerprint(loaded: LoadedQuestion, source, voter, ids: list[str]) -> bytes:

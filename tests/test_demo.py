@@ -52,12 +52,13 @@ def test_compare_with_gold_scores_sources_combined_and_student(tmp_path):
     assert rules["coverage"] == pytest.approx(4 / 6, abs=1e-4) and rules["n"] == 4
     assert rules["precision"] == pytest.approx(2 / 3, abs=1e-4) and rules["recall"] == 1.0  # voted: 1,0,1,1 vs 1,0,1,0
     assert set(rows["q"]["sources"]) == {"rules"}  # the __conf column is not a source
+    assert rules["votes_yes"]
     assert rows["q"]["combined"]["recall"] == pytest.approx(2 / 3, abs=1e-4) and rows["q"]["combined"]["precision"] == 1.0
     assert rows["q"]["student"]["f1"] == pytest.approx(0.8)
     rows["q"].update(decision="promoted", current=True)
     summary = {"questions": rows, "seed_rows": 6, "pool": "p", "dev": "d", "dev_records": 6,
                "records_per_second": 10.0, "seconds": 1.0, "files": {"this report": "x"}}
-    assert "| q | rules 0.800 (67%) | 0.800 | 0.800 | promoted |" in markdown(summary)
+    assert "| q | rules F1 0.800 (67%) | 0.800 | 0.800 | promoted |" in markdown(summary)
     plot_f1(rows, tmp_path / "f1.png")
     assert (tmp_path / "f1.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -1,9 +1,9 @@
 """Parity: the engine's P(yes) equals PEFT's, one adapter at a time, within 1e-5 in fp32.
 
 The silent-failure guard: adapters of different ranks, depths (all layers / top layers only / one
-layer / the pooler), target modules and scalings (``alpha_pattern``, rsLoRA) share one batch; every LoRA B and head is random and
-non-zero, and a control checks that zeroing an adapter's LoRA weights moves P(yes) well beyond the
-tolerance, so "accepted but not applied" cannot pass.
+layer / the pooler), target modules and scalings (``alpha_pattern``, rsLoRA) share one batch; every
+LoRA B and head is random and non-zero, and a control checks that zeroing an adapter's LoRA weights
+moves P(yes) well beyond the tolerance, so "accepted but not applied" cannot pass.
 """
 
 from __future__ import annotations

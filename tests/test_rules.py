@@ -120,6 +120,7 @@ def test_embedding_votes_by_nearest_example_and_abstains_in_the_band(tmp_path):
     assert margins[0] > 0.05 and margins[1] < -0.05
     assert votes_of(voter, texts)[:2] == [1, 0]
     # cached by text on disk: a fresh embedder reads the vectors back without loading the model
+    embedder.save()
     again = TextEmbedder(cache_dir=tmp_path)
     assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-6) and again._model is None
     with pytest.raises(ValueError, match="at least one yes and one no example"):
