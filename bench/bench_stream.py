@@ -11,7 +11,7 @@ or the current adapters of ``--registry``) scores ``--records`` Jigsaw comments:
   before it is reported apart), and end to end.
 
     flock /tmp/assay-bench.lock .venv/bin/python bench/bench_stream.py
-    flock /tmp/assay-bench.lock .venv/bin/python bench/bench_stream.py --records 4000 --repeats 3
+    flock /tmp/assay-bench.lock .venv/bin/python bench/bench_stream.py --records 1000 --threads 1 --batch-records 500
 
 Starts its own broker (infra/kafka) unless ``--bootstrap`` is given. Writes a table, a JSON file and a PNG.
 """
@@ -139,11 +139,13 @@ def main() -> None:
             pq.write_table(records, records_path)
             scorer.score_table(records.slice(0, 64))  # warm-up
             whole, batched, streams = [], [], []
-            for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits both paths
+            for repeat in range(args.repeats):  # interleaved, so a change in the machine's load hits both paths
                 engine_s, batched_s = engine_run(scorer, records, args.batch_records)
                 whole.append(engine_s)
                 batched.append(batched_s)
                 streams.append(stream_run(scorer, bootstrap, records_path, records.num_rows, args, work))
+                console.print(f"run {repeat + 1}/{args.repeats}: engine {engine_s:.1f} s (batched {batched_s:.1f} s), "
+                              f"stream {streams[-1]['streaming_s']:.1f} s + {streams[-1]['startup_s']:.1f} s join")
     finally:
         if broker is not None:
             broker.stop()

@@ -246,6 +246,44 @@ def test_onboard_question_labels_trains_promotes_and_reaches_a_running_scorer(pr
     assert [v.version for v in Registry(root).versions("is_rude")] == [1]
 
 
+COSTLY = """\
+id: is_costly
+version: 1
+question: Is this comment rude?
+sources:
+  - kind: rules
+    yes_keywords: [stupid, idiot]
+  - kind: llm
+    name: gpt
+    base_url: {url}
+    model: gpt-4
+    api_key_env: ASSAY_TEST_FAKE_KEY
+"""
+
+
+def test_label_flow_reports_a_spent_llm_budget_as_an_event(prefect_api, tmp_path, monkeypatch):
+    from fake_openai import FakeOpenAI
+
+    from assay.flows.pipeline import label
+
+    monkeypatch.setenv("ASSAY_TEST_FAKE_KEY", "sk-fake-test")
+    config = tmp_path / "assay.yaml"
+    config.write_text("request_timeout_s: 5\nbackoff_base_s: 0.01\nbackoff_max_s: 0.05\n")
+    monkeypatch.setenv("ASSAY_CONFIG", str(config))
+    pool = records(tmp_path / "pool.parquet", 60, seed=5)
+    since = time.time() - 1
+    with FakeOpenAI(answer=lambda text: 0.9) as fake:
+        (tmp_path / "is_costly.yaml").write_text(COSTLY.format(url=fake.base_url))
+        result = label(str(tmp_path / "is_costly.yaml"), str(pool), str(tmp_path / "run"), sample=60,
+                       budget_usd=0.002)  # gpt-4 list price: a few requests
+    teacher = result["is_costly"]["summary"]["teachers"]["gpt"]
+    assert teacher["budget_exhausted"] and teacher["cost_usd"] <= 0.002
+    assert fake.chat_requests < 60
+    found = server_events("assay.budget.exhausted", since, expect=1)
+    assert [(e.payload["question_id"], e.payload["source"]) for e in found] == [("is_costly", "gpt")]
+    assert pq.read_table(tmp_path / "run" / "labels" / "labels" / "is_costly.parquet").num_rows == 60
+
+
 def test_previous_month_wraps_the_year():
     assert report.previous_month("2027-01") == "2026-12"
     assert report.previous_month("2026-11") == "2026-10"

@@ -296,6 +296,27 @@ def test_malformed_messages_go_to_dead_letters(scorer, kafka_broker, tmp_path):
         assert {p.name for _, _, p in segments(folder)} <= {p.name for _, _, p in segments(output / topic / folder.name)}
 
 
+def test_dead_letters_to_a_topic(scorer, kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topic, dead_topic, output = _topic(bootstrap), _topic(bootstrap, partitions=1), tmp_path / "out"
+    good = _texts(100, seed=8)
+    _load(bootstrap, topic, good, tmp_path)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for value in (b"\xff", b"{oops", b'{"id": "z"}'):
+        producer.send(topic, key=b"bad", value=value)
+    producer.close()
+    summary = consume(scorer, bootstrap, topic, "g-dlt", output, until_end=True, dead_letter=f"kafka:{dead_topic}",
+                      session_timeout_s=6)
+    assert summary.records == 100 and summary.dead_letters == 3 and not (output / "_dead_letters").exists()
+    reader = KafkaConsumer(dead_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                           consumer_timeout_ms=5000)
+    got = {m.value: dict(m.headers) for m in reader}
+    reader.close()
+    assert set(got) == {b"\xff", b"{oops", b'{"id": "z"}'}
+    assert got[b"{oops"]["assay.reason"].startswith(b"not JSON") and got[b"\xff"]["assay.topic"] == topic.encode()
+    _check_exactly_once(output, topic, good, scorer)
+
+
 def test_reload_picks_up_a_promoted_adapter_and_says_so(registry, kafka_broker, tmp_path):
     bootstrap = kafka_broker.bootstrap
     copy = tmp_path / "registry"
