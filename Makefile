@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/python -m uv pip install -p $(BIN)/python -e '.[dev]'
+	$(BIN)/python -m uv pip install --compile-bytecode -p $(BIN)/python -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)

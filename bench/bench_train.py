@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute  # noqa: E402,F401
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -61,7 +61,7 @@ def subsample(labels: Path, question_ids: list[str], records: int, out: Path) ->
     keep = pa.array(seed.column("id").cast(pa.string()).to_pylist())
     for qid in question_ids:
         table = pq.read_table(labels / "labels" / f"{qid}.parquet")
-        table = table.filter(pa.compute.is_in(table.column("id").cast(pa.string()), value_set=keep))
+        table = table.filter(pc.is_in(table.column("id").cast(pa.string()), value_set=keep))
         pq.write_table(table, out / "labels" / f"{qid}.parquet")
     return out
 

@@ -171,6 +171,7 @@ def train(
                       "[green]promoted" if result.decision.promoted else "kept")
         notes.append(f"{'[green]✓[/green]' if result.decision.promoted else '·'} {result.question_id} "
                      f"v{result.version.version}: {result.decision.reason}")
+        notes += [f"[yellow]![/yellow] {result.question_id}: {w}" for w in result.version.manifest.get("warnings", [])]
     console.print(table)
     for note in notes:
         console.print(note, highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,15 +148,19 @@ def load_base(base: Path, config: TrainConfig) -> nn.Module:
     return model
 
 
+def first_adapted_layer(n_layers: int, config: TrainConfig) -> int:
+    """Index of the lowest layer the adapter touches: everything below it is shared and cached."""
+    return n_layers - min(config.top_layers, n_layers)
+
+
 def lora_config(model: nn.Module, config: TrainConfig) -> LoraConfig:
     """LoRA on the top ``top_layers`` layers' linears, the classification head trained in full."""
     arch = architecture(model)
-    n = arch.n_layers
-    top = min(config.top_layers, n)
-    targets = config.target_modules or tuple(sorted({name.rsplit(".", 1)[-1] for name, module
-                                                     in arch.stages[0].named_modules() if isinstance(module, nn.Linear)}))
+    targets = config.target_modules or sorted({name.rsplit(".", 1)[-1] for name, module in arch.stages[0].named_modules()
+                                               if isinstance(module, nn.Linear)})
+    layers = list(range(first_adapted_layer(arch.n_layers, config), arch.n_layers))
     return LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
-                      lora_dropout=0.0, target_modules=list(targets), layers_to_transform=list(range(n - top, n)),
+                      lora_dropout=0.0, target_modules=list(targets), layers_to_transform=layers,
                       layers_pattern=arch.layers_path.rsplit(".", 1)[-1], modules_to_save=[arch.head_name])
 
 
@@ -228,7 +232,7 @@ def _held_out_loss(p: np.ndarray, target: np.ndarray) -> float:
 def make_cache(base: Path, config: TrainConfig, sha: str | None = None) -> LowerLayerCache:
     """A lower-layer cache for ``base`` at the first adapted layer of ``config`` (its own model instance)."""
     model = load_base(base, config)
-    layer = architecture(model).n_layers - min(config.top_layers, architecture(model).n_layers)
+    layer = first_adapted_layer(architecture(model).n_layers, config)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     return LowerLayerCache(model, tokenizer, config.max_length, layer, sha or base_sha256(base), device=config.device)
 
@@ -274,15 +278,25 @@ def train_question(loaded: LoadedQuestion, labels_dir: str | Path, registry: Reg
                                cache, data, started)
 
 
+MIN_HOLDOUT_YES = 10
+
+
+def _warnings(hold: QuestionData) -> list[str]:
+    expected_yes = float(hold.p_yes.sum())
+    if expected_yes < MIN_HOLDOUT_YES:
+        return [f"only {expected_yes:.1f} expected yes records in the hold-out: the threshold and the held-out "
+                "metrics are unreliable; label a larger or stratified seed set (assay label --stratify)"]
+    return []
+
+
 def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry, base: Path, config: TrainConfig,
                     progress: bool, cache: LowerLayerCache | None, data: QuestionData | None,
                     started: float) -> AdapterVersion:
     qid = loaded.spec.id
     data = data if data is not None else load_question_data(labels_dir, qid)
-    sha = cache.key[0] if cache is not None else base_sha256(base)
-    if cache is None or cache.key != (sha, config.max_length, cache.layer) or \
-            cache.layer != cache.arch.n_layers - min(config.top_layers, cache.arch.n_layers):
-        cache = make_cache(base, config, sha)
+    sha = base_sha256(base)
+    if cache is None or cache.key != (sha, config.max_length, first_adapted_layer(cache.arch.n_layers, config)):
+        cache = make_cache(base, config, sha)  # none given, or one for another base / length / layer
     cache_seconds = cache.fill(data.texts, progress=progress)
 
     train_index, hold_index = split_holdout(data, config.holdout, config.seed)
@@ -343,6 +357,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
                      "seconds": round(time.perf_counter() - started, 2)},
         "sources": _sources(loaded, labels_dir),
         "metrics": {"holdout": holdout_metrics},
+        "warnings": _warnings(hold),
     }
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp)

@@ -241,3 +241,13 @@ def test_assay_train_cli_prints_a_summary_and_fails_clearly(llama, tmp_path):
     assert result.exit_code == 1 and "threat" in result.output and "no labels for question" in result.output
     result = runner.invoke(app, args + ["--only", "nope"])
     assert result.exit_code == 1 and "unknown question" in result.output
+
+
+def test_a_rare_question_trains_with_a_warning_about_its_hold_out(llama, tmp_path):
+    p_yes = np.zeros(100, np.float32)
+    p_yes[:8] = 0.95
+    labels = write_labels(tmp_path / "labels", n=100, p_yes=p_yes)
+    version = train_question(loaded(tmp_path), labels, Registry(tmp_path / "reg"), base=llama, progress=False,
+                             **{**TINY, "epochs": 1})
+    assert version.manifest["training"]["holdout_records"] == 20
+    assert "threshold and the held-out metrics are unreliable" in version.manifest["warnings"][0]
