@@ -22,6 +22,11 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _when(timestamp: str | None) -> str:
+    """``2026-11-23T01:53:17+00:00`` -> ``2026-11-23 01:53`` (UTC)."""
+    return (timestamp or "")[:16].replace("T", " ")
+
+
 def _metric(version: AdapterVersion, split: str, name: str) -> str:
     value = version.metrics.get(split, {}).get(name)
     return "" if value is None else f"{value:.3f}"
@@ -54,7 +59,7 @@ def list_questions(registry: Path = REGISTRY_OPTION,
         fmt = {k: ("" if row[k] is None else f"{row[k]:.3f}") for k in ("threshold", "holdout_f1", "gold_f1")}
         table.add_row(row["question"], "—" if row["current"] is None else str(row["current"]), str(row["latest"]),
                       str(row["versions"]), fmt["threshold"], fmt["holdout_f1"], fmt["gold_f1"],
-                      str(row["created_at"] or ""))
+                      _when(row["created_at"]))
     console.print(table if rows else f"registry {registry}: no adapters yet (train some with `assay train`)")
 
 
@@ -73,17 +78,21 @@ def show(question: str = typer.Argument(..., help="Question id."), registry: Pat
     except RegistryError as error:
         _fail(error)
     table = Table(title=f"{question}: versions")
-    for column in ("version", "", "created", "threshold", "held-out F1", "held-out AUC", "gold F1", "gold AUC",
-                   "gold ECE", "promotion"):
+    for column in ("version", "", "created", "threshold", "held-out F1", "AUC", "gold F1", "AUC", "ECE"):
         table.add_column(column)
+    reasons = []
     for item in versions:
         promoted = item.manifest.get("promoted") or {}
         table.add_row(str(item.version), "current" if item.version == current else "",
-                      str(item.manifest.get("created_at", "")), f"{item.threshold:.3f}",
+                      _when(item.manifest.get("created_at")), f"{item.threshold:.3f}",
                       _metric(item, "holdout", "f1"), _metric(item, "holdout", "auc"), _metric(item, "gold", "f1"),
-                      _metric(item, "gold", "auc"), _metric(item, "gold", "ece"),
-                      str(promoted.get("reason") or item.manifest.get("decision", "")))
+                      _metric(item, "gold", "auc"), _metric(item, "gold", "ece"))
+        reason = promoted.get("reason") or item.manifest.get("decision")
+        if reason:
+            reasons.append(f"v{item.version}: {reason}")
     console.print(table)
+    for line in reasons:
+        console.print(line, highlight=False, soft_wrap=True)
     info = Table(title=f"{question} v{detail.version} — {detail.path}", show_header=False)
     for key in ("spec_version", "base_model", "base_model_sha256", "max_length", "threshold", "created_at"):
         info.add_row(key, str(detail.manifest.get(key, "")))
@@ -152,22 +161,23 @@ def train(
                                   top_layers=top_layers, max_length=max_length, device=device, threads=threads)
     except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
         _fail(error)
+    with_gold = any("gold" in r.metrics for r in results)
     table = Table(title=f"assay train → {registry}")
-    for column in ("question", "ver", "records", "thresh", "held-out F1", "AUC", "gold F1", "AUC", "ECE", "time",
-                   "outcome"):
+    for column in ("question", "ver", "records", "thresh", "held-out F1", "AUC",
+                   *(("gold F1", "AUC", "ECE") if with_gold else ()), "time", "outcome"):
         table.add_column(column)
     notes = []
     for result in results:
         if result.version is None:
-            table.add_row(result.question_id, "", "", "", "", "", "", "", "", f"{result.seconds:.0f}s", "[red]failed")
+            table.add_row(result.question_id, *[""] * (7 if with_gold else 4), f"{result.seconds:.0f}s", "[red]failed")
             notes.append(f"[red]✗[/red] {result.question_id}: {result.error}")
             continue
         hold, gold_m = result.metrics.get("holdout", {}), result.metrics.get("gold", {})
         training = result.version.manifest["training"]
+        gold_cells = (_fmt(gold_m.get("f1")), _fmt(gold_m.get("auc")), _fmt(gold_m.get("ece"))) if with_gold else ()
         table.add_row(result.question_id, str(result.version.version),
                       str(training["records"] + training["holdout_records"]), _fmt(result.version.threshold),
-                      _fmt(hold.get("f1")), _fmt(hold.get("auc")), _fmt(gold_m.get("f1")), _fmt(gold_m.get("auc")),
-                      _fmt(gold_m.get("ece")), f"{result.seconds:.0f}s",
+                      _fmt(hold.get("f1")), _fmt(hold.get("auc")), *gold_cells, f"{result.seconds:.0f}s",
                       "[green]promoted" if result.decision.promoted else "kept")
         notes.append(f"{'[green]✓[/green]' if result.decision.promoted else '·'} {result.question_id} "
                      f"v{result.version.version}: {result.decision.reason}")

@@ -128,8 +128,9 @@ def markdown(summary: dict[str, Any]) -> str:
     fmt = lambda s: "—" if not s else f"{s['f1']:.3f}"  # noqa: E731
     lines = ["# Assay demo report", "",
              f"Seed: {summary['seed_rows']:,} records of `{summary['pool']}` labelled; students scored "
-             f"`{summary['dev']}` ({summary['dev_records']:,} records) at {summary['records_per_second']:,.0f} records/s "
-             f"× {len(summary['questions'])} questions; wall time {summary['seconds']:.0f} s.", "",
+             f"`{summary['dev']}` ({summary['dev_records']:,} records × {len(summary['questions'])} questions"
+             + (f", {summary['records_per_second']:,.0f} records/s" if summary["records_per_second"] else
+                ", scored by an earlier run") + f"); wall time {summary['seconds']:.0f} s.", "",
              "F1 of the yes class against gold: sources (where they voted; coverage in brackets; accuracy for "
              "sources that only ever vote no) and the combined label on the seed records, the student adapter "
              "on dev.", "",
@@ -193,8 +194,9 @@ def print_summary(summary: dict[str, Any]) -> None:
                       "—" if not student else f"{student['f1']:.3f}",
                       "[green]current[/green]" if row["current"] else f"[yellow]{row['decision']}[/yellow]")
     console.print(table)
-    console.print(f"scored {summary['dev_records']:,} dev records at {summary['records_per_second']:,.0f} records/s; "
-                  f"total {summary['seconds']:.0f} s")
+    rate = summary["records_per_second"]
+    scored = f"at {rate:,.0f} records/s" if rate else "(already scored by an earlier run)"
+    console.print(f"{summary['dev_records']:,} dev records scored {scored}; total {summary['seconds']:.0f} s")
     for name, path in summary["files"].items():
         console.print(f"  {name}: {path}", highlight=False)
 
