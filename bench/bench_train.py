@@ -127,7 +127,8 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, help="registry folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     for name, kind in (("top-layers", int), ("max-length", int), ("epochs", int), ("threads", int),
-                       ("batch-size", int), ("learning-rate", float), ("loss", str), ("class-weight", str)):
+                       ("batch-size", int), ("learning-rate", float), ("loss", str), ("class-weight", str),
+                       ("threshold-rule", str)):
         parser.add_argument(f"--{name}", type=kind)
     parser.add_argument("--speed-probe", type=int, metavar="STEPS",
                         help="instead of training: time STEPS training steps per mode (cache / no cache / depth)")
@@ -147,7 +148,7 @@ def main() -> None:
             args.out.write_text(json.dumps(probe, indent=2) + "\n")
         return
     overrides = {k: getattr(args, k) for k in ("top_layers", "max_length", "epochs", "threads", "batch_size",
-                                               "learning_rate", "loss", "class_weight")}
+                                               "learning_rate", "loss", "class_weight", "threshold_rule")}
     questions = load_questions(args.questions)
     only = args.only.split(",") if args.only else None
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

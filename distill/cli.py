@@ -145,6 +145,9 @@ def train(
     max_length: int | None = typer.Option(None, "--max-length", min=8, help="Token limit in training."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda: 4-bit QLoRA for bases over 2 GiB)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: all cores)."),
+    threshold_rule: str | None = typer.Option(None, "--threshold-rule", help="prevalence (default: yes rate on the "
+                                              "hold-out = the labels' estimated prevalence) or f1 (maximise "
+                                              "held-out F1 on the soft labels)."),
 ) -> None:
     """Distil one LoRA adapter per question from the label run, evaluate it, promote it if good enough."""
     from assay.schemas.loader import QuestionSpecError, load_questions
@@ -154,11 +157,14 @@ def train(
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")
+    if threshold_rule not in (None, "prevalence", "f1"):
+        raise typer.BadParameter(f"--threshold-rule must be prevalence or f1, not {threshold_rule!r}")
     wanted = [q.strip() for q in only.split(",") if q.strip()] if only else None
     try:
         loaded = load_questions(questions)
         results = train_questions(loaded, labels, registry, base=base, gold_path=gold, only=wanted, epochs=epochs,
-                                  top_layers=top_layers, max_length=max_length, device=device, threads=threads)
+                                  top_layers=top_layers, max_length=max_length, device=device, threads=threads,
+                                  threshold_rule=threshold_rule)
     except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
         _fail(error)
     with_gold = any("gold" in r.metrics for r in results)

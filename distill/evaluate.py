@@ -46,6 +46,21 @@ def soft_f1_threshold(p: np.ndarray, soft: np.ndarray) -> float:
     return float((ps[k] + below) / 2)
 
 
+def prevalence_threshold(p: np.ndarray, rate: float) -> float:
+    """Threshold on ``p`` that says yes to a ``rate`` share of the records (the label model's prevalence).
+
+    Midway between the k-th and (k+1)-th highest score, k = round(rate x n); it depends on the ranking
+    and the estimated prevalence only, so it stays usable when a hold-out has few yes records.
+    """
+    ps = np.sort(np.asarray(p, dtype=np.float64))[::-1]
+    k = int(round(float(np.clip(rate, 0.0, 1.0)) * len(ps)))
+    if k <= 0:
+        return float(np.nextafter(ps[0], np.inf))
+    if k >= len(ps):
+        return float(ps[-1])
+    return float((ps[k - 1] + ps[k]) / 2)
+
+
 def expected_calibration_error(p: np.ndarray, label: np.ndarray, bins: int = ECE_BINS) -> float:
     """ECE with equal-width bins: sum over bins of |mean P(yes) - fraction yes| x share of records."""
     which = np.minimum((p * bins).astype(int), bins - 1)

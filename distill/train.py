@@ -3,7 +3,9 @@
 Each question gets a PEFT LoRA adapter on the top ``top_layers`` transformer layers of a
 sequence-classification base, the head trained too (``modules_to_save``). Training runs on the
 soft labels (``p_yes``), with class weights against imbalance, a stratified hold-out for early
-stopping and for the threshold (the one maximising F1 on the held-out soft labels), and fixed seeds.
+stopping and for the threshold, and fixed seeds. The threshold makes the held-out yes rate match the
+label model's estimated prevalence (``threshold_rule="prevalence"``, the default) or maximises F1 on
+the held-out soft labels (``"f1"``).
 The lower layers' outputs are computed once for all questions (:mod:`assay.distill.cache`).
 """
 
@@ -32,8 +34,8 @@ from assay.schemas.loader import LoadedQuestion
 
 from .cache import LowerLayerCache, upper_layers_only
 from .data import LabelsError, QuestionData, load_question_data, read_seed, split_holdout
-from .evaluate import (Decision, binary_metrics, evaluate_gold, promote_if_better, reliability_plot,
-                       soft_f1_threshold)
+from .evaluate import (Decision, binary_metrics, evaluate_gold, prevalence_threshold, promote_if_better,
+                       reliability_plot, soft_f1_threshold)
 from .registry import AdapterVersion, Registry, RegistryError, base_sha256
 
 
@@ -53,6 +55,7 @@ class TrainConfig:
     loss: Literal["soft", "confidence"] = "soft"
     class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
     holdout: float = 0.2
+    threshold_rule: Literal["prevalence", "f1"] = "prevalence"
     patience: int = 1
     seed: int = 0
     device: str = "cpu"
@@ -278,6 +281,20 @@ def train_question(loaded: LoadedQuestion, labels_dir: str | Path, registry: Reg
                                cache, data, started)
 
 
+def choose_threshold(p_hold: np.ndarray, soft_hold: np.ndarray, prevalence: float, rule: str) -> float:
+    """The decision threshold on held-out scores ``p_hold``.
+
+    ``prevalence``: say yes to the label model's estimated share of yes records (mean ``p_yes`` over all
+    labelled seed records) — it needs the ranking only, so a hold-out with a handful of yes records does
+    not make it collapse. ``f1``: maximise F1 against the held-out soft labels ``soft_hold``.
+    """
+    if rule == "prevalence":
+        return prevalence_threshold(p_hold, prevalence)
+    if rule == "f1":
+        return soft_f1_threshold(p_hold, soft_hold)
+    raise ValueError(f"threshold_rule must be 'prevalence' or 'f1', not {rule!r}")
+
+
 MIN_HOLDOUT_YES = 10
 
 
@@ -339,7 +356,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
             if name in best[2]:
                 param.copy_(best[2][name])
     p_hold = best[3]
-    threshold = soft_f1_threshold(p_hold, hold.p_yes)
+    threshold = choose_threshold(p_hold, hold.p_yes, float(data.p_yes.mean()), config.threshold_rule)
     holdout_metrics = binary_metrics(p_hold, hold.label, threshold, soft=hold.p_yes)
     arch = architecture(cache.model)
     manifest = {
@@ -353,6 +370,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
                      "layers_to_transform": list(range(cache.layer, arch.n_layers)), "labels_dir": str(labels_dir),
                      "records": len(train), "holdout_records": len(hold),
                      "train_positives": float(train.p_yes.sum()), "class_weights": list(weights),
+                     "estimated_prevalence": float(data.p_yes.mean()),
                      "best_epoch": best[1], "history": history, "cache_fill_seconds": round(cache_seconds, 2),
                      "seconds": round(time.perf_counter() - started, 2)},
         "sources": _sources(loaded, labels_dir),

@@ -158,13 +158,13 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000) -> dict
         labelled = label(str(questions), str(pool), str(out), sample=sample)
         trained = train(str(questions), str(out), str(registry))
         decided = evaluate_and_promote(str(questions), str(out), str(registry),
-                                       versions={q: t["version"] for q, t in trained.items()})
+                                       versions={q: t["version"] for q, t in trained.items() if t["version"]})
         batch = monthly_batch(str(registry), str(out / "batch"), input=str(dev), month="dev")
         scores = Path(batch["output"])
         rows = compare_with_gold(out, scores, pool, dev, list(labelled))
         for qid, row in rows.items():
             decision = decided.get(qid, {})
-            row["decision"] = decision.get("reason", "not evaluated")
+            row["decision"] = decision.get("reason") or f"not trained: {trained[qid].get('error')}"
             row["current"] = bool(decision.get("current"))
         first = next(iter(labelled.values()))
         summary = {"questions": rows, "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),

@@ -40,10 +40,11 @@ def onboard(question_file: Path = typer.Argument(..., exists=True, dir_okay=Fals
                                   gold=str(gold) if gold else None, sample=sample, budget_usd=budget_usd, fresh=fresh)
     except (QuestionSpecError, ValueError, FileNotFoundError) as error:
         _fail(error)
-    decision = result["decision"]
+    decision, version = result["decision"], result["train"]["version"]
+    if version is None:
+        _fail(ValueError(f"{result['question_id']}: {decision['reason']}"))
     mark = "[green]✓ current[/green]" if decision["current"] else "[yellow]not promoted[/yellow]"
-    console.print(f"{result['question_id']} v{result['train']['version']}: {mark} — {decision['reason']}",
-                  highlight=False)
+    console.print(f"{result['question_id']} v{version}: {mark} — {decision['reason']}", highlight=False)
 
 
 def monthly(registry: Path = typer.Option(..., "--registry", help="Adapter registry folder."),

@@ -115,6 +115,7 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
     ``cache`` is the lower-layer cache shared by the questions of one flow run (``distill.cache``).
     """
     from assay.distill import train as distill
+    from assay.distill.data import LabelsError
     from assay.distill.registry import Registry, RegistryError
 
     logger = get_run_logger()
@@ -130,7 +131,11 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
             return done
         except RegistryError:
             logger.info("%s: v%s is gone from the registry, training again", qid, done["version"])
-    version = distill.train_question(question, labels, reg, base=base, progress=False, cache=cache)
+    try:
+        version = distill.train_question(question, labels, reg, base=base, progress=False, cache=cache)
+    except LabelsError as error:  # labels that cannot train a classifier: say why, let the others train
+        logger.error("%s: not trained — %s", qid, error)
+        return {"question_id": qid, "version": None, "error": str(error)}
     holdout = version.metrics.get("holdout", {})
     logger.info("%s: trained v%s (held-out F1 %.3f) → %s", qid, version.version, holdout.get("f1", float("nan")),
                 version.path)
@@ -201,13 +206,18 @@ def promote_if_better(question: LoadedQuestion, registry: str, version: int,
 @flow(name="evaluate-and-promote")
 def evaluate_and_promote(questions: str, run_dir: str, registry: str, versions: dict[str, int] | None = None,
                          only: str | None = None, gold: str | None = None) -> dict[str, dict[str, Any]]:
-    """Evaluate each question's newest (or the given) adapter version and promote the ones that pass."""
+    """Evaluate each question's newest adapter version and promote the ones that pass.
+
+    With ``versions`` ({question: version}), only the questions named there, at those versions.
+    """
     from assay.distill.registry import Registry
 
     reg = Registry(registry)
     decisions = {}
     for question in _questions(questions, only):
         qid = question.spec.id
+        if versions is not None and qid not in versions:
+            continue
         saved = reg.versions(qid)
         if not saved:
             get_run_logger().warning("%s: no adapter version in %s yet; run the train flow first", qid, registry)
@@ -227,6 +237,10 @@ def onboard_question(question_file: str, records: str, registry: str, run_dir: s
     qid = load_questions(question_file)[0].spec.id
     labelled = label(question_file, records, run_dir, sample=sample, seed=seed, budget_usd=budget_usd, fresh=fresh)
     trained = train(question_file, run_dir, registry, fresh=fresh)
+    result = {"question_id": qid, "label": labelled[qid], "train": trained[qid]}
+    if trained[qid]["version"] is None:
+        return {**result, "decision": {"promoted": False, "current": False,
+                                       "reason": f"not trained: {trained[qid]['error']}"}}
     decided = evaluate_and_promote(question_file, run_dir, registry, versions={qid: trained[qid]["version"]},
                                    gold=gold)
-    return {"question_id": qid, "label": labelled[qid], "train": trained[qid], "decision": decided[qid]}
+    return {**result, "decision": decided[qid]}

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assay.distill.evaluate import (binary_metrics, evaluate, expected_calibration_error, promote_if_better,
-                                    reliability_plot, roc_auc, soft_f1_threshold)
+from assay.distill.evaluate import (binary_metrics, evaluate, expected_calibration_error, prevalence_threshold,
+                                    promote_if_better, reliability_plot, roc_auc, soft_f1_threshold)
 from assay.distill.registry import Registry, base_sha256
-from tests.engine_fixtures import make_adapter, make_llama_base
-from tests.test_train import make_texts, spec, write_labels
+from assay.distill.train import choose_threshold
+from engine_fixtures import make_adapter, make_llama_base
+from test_train import make_texts, spec, write_labels
 
 
 def test_threshold_maximises_f1_on_soft_labels():
@@ -25,6 +26,22 @@ def test_threshold_maximises_f1_on_soft_labels():
     assert soft_f1_threshold(p, np.array([0.95, 0.9, 0.6, 0.05])) == pytest.approx(0.2)
     ties = np.array([0.7, 0.7, 0.2])
     assert soft_f1_threshold(ties, np.array([1.0, 0.0, 0.0])) == pytest.approx(0.45)
+
+
+def test_prevalence_threshold_says_yes_to_the_estimated_share():
+    p = np.array([0.9, 0.8, 0.6, 0.3, 0.1])
+    assert prevalence_threshold(p, 0.4) == pytest.approx(0.7)  # the top 2 of 5
+    assert prevalence_threshold(p, 0.6) == pytest.approx(0.45)  # the top 3
+    assert (p >= prevalence_threshold(p, 0.0)).sum() == 0
+    assert (p >= prevalence_threshold(p, 1.0)).sum() == 5
+    # few held-out yes records: F1 on the hold-out picks a cut that fits them, prevalence keeps the rate
+    scores = np.linspace(0.01, 0.2, 800)[::-1]
+    soft = np.zeros(800)
+    soft[0] = 1.0  # one held-out yes, ranked first
+    assert (scores >= choose_threshold(scores, soft, 0.01, "f1")).sum() == 1
+    assert (scores >= choose_threshold(scores, soft, 0.01, "prevalence")).sum() == 8
+    with pytest.raises(ValueError, match="threshold_rule"):
+        choose_threshold(scores, soft, 0.01, "median")
 
 
 def test_auc_matches_the_rank_definition_with_ties():

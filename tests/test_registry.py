@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from assay.distill.registry import Registry, RegistryError, base_sha256
 from assay.flows.cli import app
-from tests.engine_fixtures import make_adapter, make_llama_base
+from engine_fixtures import make_adapter, make_llama_base
 
 TARGETS = ["q_proj", "v_proj"]
 

@@ -22,7 +22,7 @@ from assay.distill.train import (TrainConfig, _forward, load_base, lora_config, 
 from assay.flows.cli import app
 from assay.schemas.loader import LoadedQuestion
 from assay.schemas.questions import QuestionSpec
-from tests.engine_fixtures import WORDS, make_llama_base, minilm, peft_probabilities
+from engine_fixtures import WORDS, make_llama_base, minilm, peft_probabilities
 
 BAD = {"idiot", "kill"}
 TINY = {"max_length": 32, "epochs": 3, "batch_size": 16, "learning_rate": 1e-2, "top_layers": 1, "lora_rank": 4,
