@@ -142,7 +142,7 @@ def train(
                                                           "evaluate on and compare versions with."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the number of epochs."),
     top_layers: int | None = typer.Option(None, "--top-layers", min=1, help="Adapt only the top N layers."),
-    max_length: int | None = typer.Option(None, "--max-length", min=8, help="Token limit in training."),
+    max_length: int | None = typer.Option(None, "--max-length", min=8, help="Token limit in training (default 128)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda: 4-bit QLoRA for bases over 2 GiB)."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: all cores)."),
     threshold_rule: str | None = typer.Option(None, "--threshold-rule", help="prevalence (default: yes rate on the "

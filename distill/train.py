@@ -44,7 +44,7 @@ class TrainConfig:
     """Distillation settings; defaults chosen from the measurements in docs/QUALITY.md and PERFORMANCE.md."""
 
     top_layers: int = 1
-    max_length: int = 64
+    max_length: int = 128
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 2e-3

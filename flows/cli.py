@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import warnings
 
 import typer
 
@@ -34,4 +36,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bitsandbytes (imported by PEFT) warns on CPU that the optional `kernels` package is missing; 4-bit
+    # CPU kernels are never used here, so the warning is noise in every command's output.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # PEFT still calls a transformers method that transformers 5 deprecates: not the user's concern.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     app()

@@ -104,7 +104,7 @@ def test_holdout_split_is_stratified_and_repeatable(labels):
 def test_config_layers_spec_then_overrides(tmp_path):
     question = loaded(tmp_path, training={"lora_rank": 16, "epochs": 5, "top_layers": 3})
     config = TrainConfig.for_spec(question, epochs=1, max_length=None)
-    assert (config.lora_rank, config.epochs, config.top_layers, config.max_length) == (16, 1, 3, 64)
+    assert (config.lora_rank, config.epochs, config.top_layers, config.max_length) == (16, 1, 3, 128)
     with pytest.raises(TypeError, match="unknown training option.*epoch_count"):
         TrainConfig.for_spec(question, epoch_count=2)
 
@@ -199,7 +199,8 @@ def test_train_questions_promotes_and_engine_matches_peft(llama, tmp_path):
         assert abs(float(reference[0]) - float(engine[k])) < 1e-5
 
     # retraining the same labels: the new version is evaluated against the current on the same records
-    again = train_questions(questions[:1], labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False,
+    # (no min_f1 this time, so that the comparison with the current version decides)
+    again = train_questions([loaded(tmp_path, "is_bad")], labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False,
                             **{**TINY, "epochs": 1, "learning_rate": 1e-6})
     assert not again[0].decision.promoted and "worse than current v1" in again[0].decision.reason
     assert registry.current_version("is_bad") == 1
