@@ -65,7 +65,12 @@ started=$SECONDS
 if ((formatted)); then
   echo "kafka: reusing formatted data dir $data"
 else
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"  # 16 random bytes, base64url
+  # 16 random bytes, base64url; like Kafka's own Uuid.randomUuid, never starting with '-' (the format
+  # tool's argument parser would read such an id as an option: "--cluster-id expected one argument").
+  cluster_id="-"
+  while [[ "$cluster_id" == -* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+  done
   if ! java -cp "$lib/*" -Dlog4j2.configurationFile="$here/log4j2.properties" kafka.tools.StorageTool \
       format --standalone -t "$cluster_id" -c "$data/server.properties" >"$data/format.log" 2>&1; then
     echo "kafka: formatting storage in $data/logs failed:" >&2
