@@ -14,7 +14,6 @@ half-written adapter; CURRENT and manifests are replaced atomically too, under a
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from assay.schemas.files import sha256_files, write_text_atomic
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -60,22 +61,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_BASE_HASHES: dict[tuple, str] = {}
-
-
 def base_sha256(base_path: str | Path) -> str:
     """SHA-256 over a base model folder's weight files (names and bytes, sorted); cached per process."""
     folder = Path(base_path).resolve()
@@ -84,16 +69,7 @@ def base_sha256(base_path: str | Path) -> str:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise RegistryError(f"base model {folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    key = (str(folder), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-    if key not in _BASE_HASHES:
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(str(file.relative_to(folder)).encode())
-            with file.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    digest.update(chunk)
-        _BASE_HASHES[key] = digest.hexdigest()
-    return _BASE_HASHES[key]
+    return sha256_files(folder, files)
 
 
 class Registry:
@@ -198,7 +174,7 @@ class Registry:
                 number = max((n for n, _ in self._version_dirs(question_id)), default=0) + 1
                 full = {**manifest, "question_id": question_id, "version": number,
                         "created_at": manifest.get("created_at") or now(), "promoted": None}
-                _write_atomic(staging / MANIFEST, json.dumps(full, indent=2, default=str) + "\n")
+                write_text_atomic(json.dumps(full, indent=2, default=str) + "\n", staging / MANIFEST)
                 os.rename(staging, folder / str(number))
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -209,13 +185,13 @@ class Registry:
         """Merge ``fields`` into a version's manifest (atomically) and return the re-read version."""
         with self._locked(version.question_id):
             current = self.get(version.question_id, version.version)
-            _write_atomic(current.path / MANIFEST,
-                          json.dumps({**current.manifest, **fields}, indent=2, default=str) + "\n")
+            write_text_atomic(json.dumps({**current.manifest, **fields}, indent=2, default=str) + "\n",
+                              current.path / MANIFEST)
         return self.get(version.question_id, version.version)
 
     def _set_current(self, folder: Path, question_id: str, version: int, action: str, reason: str) -> None:
         previous = self.current_version(question_id)
-        _write_atomic(folder / CURRENT, f"{version}\n")
+        write_text_atomic(f"{version}\n", folder / CURRENT)
         event = {"action": action, "version": version, "previous": previous, "at": now(), "reason": reason}
         with open(folder / HISTORY, "a") as handle:
             handle.write(json.dumps(event) + "\n")
@@ -224,7 +200,7 @@ class Registry:
         path = folder / str(version) / MANIFEST
         manifest = json.loads(path.read_text())
         manifest["promoted"] = {"at": event["at"], "action": action, "reason": reason, "previous": previous}
-        _write_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
+        write_text_atomic(json.dumps(manifest, indent=2, default=str) + "\n", path)
 
     def promote(self, question_id: str, version: int, reason: str = "promoted by hand") -> AdapterVersion:
         """Make ``version`` the current one (scorers pick it up on ``reload``)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from assay.schemas.files import write_text_atomic
 from assay.schemas.output import write_parquet_atomic
 from assay.schemas.records import FORMATS, RecordReader, input_files
 
@@ -76,15 +76,6 @@ def _parts(reader: RecordReader, file_rows: int) -> Iterator[pa.Table]:
             pending, count = ([rest] if rest.num_rows else []), rest.num_rows
     if count:
         yield pa.concat_tables(pending)
-
-
-def _write_json_atomic(data: dict, path: Path) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("w") as sink:
-        json.dump(data, sink, indent=1)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.replace(temp, path)
 
 
 def _start(output: Path, identity: dict) -> dict:
@@ -157,12 +148,12 @@ def score_files(scorer: Scorer, input_path: str | Path, output: str | Path, file
                 write_parquet_atomic(table, output / part_name(index))
                 done.append({"file": part_name(index), "rows": part.num_rows,
                              "first_id": part.column("id")[0].as_py()})
-                _write_json_atomic(progress, output / PROGRESS_FILE)
+                write_text_atomic(json.dumps(progress, indent=1), output / PROGRESS_FILE)
                 scored += part.num_rows
                 bar.update(part.num_rows)
         reader.rejects.write(output / REJECTS_FILE)
         progress["complete"] = True
-        _write_json_atomic(progress, output / PROGRESS_FILE)
+        write_text_atomic(json.dumps(progress, indent=1), output / PROGRESS_FILE)
     return RunSummary(output=output, run_id=progress["run_id"], questions=scorer.question_ids, scored=scored,
                       skipped=skipped, parts=len(done), truncated=scorer.truncated - truncated_before,
                       rejects=len(reader.rejects), seconds=time.perf_counter() - started)

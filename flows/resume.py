@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from assay.schemas.files import sha256_files, write_text_atomic
 
 STAMPS = ".done"
 
@@ -19,14 +20,9 @@ STAMPS = ".done"
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes, or of every file under a folder (relative names and bytes, sorted)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+    if path.is_dir():
+        return sha256_files(path, sorted(p for p in path.rglob("*") if p.is_file()))
+    return sha256_files(path.parent, [path])
 
 
 def fingerprint(*parts: Any) -> str:
@@ -54,9 +50,6 @@ def record(run_dir: str | Path, step: str, question_id: str, key: str, result: d
            outputs: list[str | Path]) -> dict[str, Any]:
     """Stamp a finished step (atomically) and return ``result``."""
     path = _stamp_path(Path(run_dir), step, question_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps({"key": key, "result": result, "outputs": [str(p) for p in outputs]},
-                               indent=1, default=str))
-    os.replace(temp, path)
+    write_text_atomic(json.dumps({"key": key, "result": result, "outputs": [str(p) for p in outputs]},
+                                 indent=1, default=str), path)
     return result

@@ -9,7 +9,6 @@ that does not validate is reported (file, line, field, hint) and skipped; the ot
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from prefect import flow, get_run_logger
 from assay.flows import events
 from assay.flows.pipeline import spec_digest
 from assay.schemas import QuestionSpecError, load_questions
+from assay.schemas.files import write_text_atomic
 from assay.schemas.loader import question_files
 
 STATE_FILE = ".assay-watch.json"
@@ -76,9 +76,7 @@ def announce(folder: str | Path, registry: str | Path,
                     {**asdict(change), "registry": str(Path(registry).resolve())}, name=change.question_id)
         announced[change.question_id] = change.digest
     if fresh:
-        temp = state_path.with_name(f".{state_path.name}.tmp")
-        temp.write_text(json.dumps(announced, indent=1, sort_keys=True))
-        os.replace(temp, state_path)
+        write_text_atomic(json.dumps(announced, indent=1, sort_keys=True), state_path)
     return fresh, problems
 
 

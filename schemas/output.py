@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .files import atomic_sink
 
 METADATA_KEY = b"assay"
 
@@ -45,21 +45,6 @@ def output_schema(question_ids: Sequence[str], metadata: RunMetadata | None = No
 
 def write_parquet_atomic(table: pa.Table, path: str | Path, compression: str = "zstd") -> Path:
     """Write `table` to `path` via a temp file in the same folder, fsync and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            pq.write_table(table, sink, compression=compression)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(temp_name, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_sink(path) as sink:
+        pq.write_table(table, sink, compression=compression)
+    return Path(path)
