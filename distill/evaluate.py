@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
+from assay.labeling.metrics import precision_recall_f1
 from assay.schemas.questions import QuestionSpec
 
 from .registry import AdapterVersion, Registry, RegistryError
@@ -92,14 +93,10 @@ def binary_metrics(p: np.ndarray, label: np.ndarray, threshold: float, soft: np.
     """Precision, recall, F1 at ``threshold``; AUC, ECE, Brier; soft F1 when soft labels are given."""
     p, label = np.asarray(p, dtype=np.float64), np.asarray(label).astype(np.int64)
     predicted = p >= threshold
-    tp = int((predicted & (label == 1)).sum())
-    fp, fn = int((predicted & (label == 0)).sum()), int((~predicted & (label == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    precision, recall, f1 = precision_recall_f1(label == 1, predicted)
     out: dict[str, Any] = {
         "n": int(len(p)), "positives": int(label.sum()), "threshold": float(threshold),
-        "precision": precision, "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "precision": precision, "recall": recall, "f1": f1,
         "auc": roc_auc(p, label),
         "ece": expected_calibration_error(p, label), "brier": float(((p - label) ** 2).mean()),
     }
