@@ -37,7 +37,7 @@ pytestmark = pytest.mark.kafka
 QUESTIONS = ("toxic", "insult", "threat")
 ASSAY = str(Path(sys.executable).with_name("assay"))
 SESSION_TIMEOUT = "6"  # the broker's minimum: a killed member's partitions move after 6 s
-N_KILL = 4_000  # default run; the 20,000-record variant is marked slow
+N_KILL = 6_000  # default run; the 20,000-record variant is marked slow
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,10 @@ def _kill_and_restart(procs, registry, scorer, bootstrap, tmp_path, n: int) -> N
     for _ in range(3):
         before = len(_answer_files(output, topic))
         proc = _start(procs, registry, bootstrap, topic, group, output, log, "--until-end")
-        _wait_for_files(output, topic, before + rng.randint(0, 3), proc, log)  # 1 to 4 batches in
-        time.sleep(rng.uniform(0.0, 0.5))
+        # 1 to 3 batches in, then a random moment: on a quiet machine the whole topic takes a few seconds, so
+        # the kill points stay early enough that the last kill still finds work left
+        _wait_for_files(output, topic, before + rng.randint(0, 2), proc, log)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in _answer_files(output, topic))
