@@ -27,7 +27,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from assay.distill.registry import Registry
 from assay.engine.scorer import Scorer
 from assay.engine.stream import KAFKA_METADATA_KEY, consume, produce
-from assay.engine.stream_files import segment_path, segments
+from assay.engine.stream_files import partition_dir, segment_path, segments
 from assay.schemas.output import RunMetadata, write_parquet_atomic
 from engine_fixtures import WORDS, make_adapter, make_llama_base, publish
 from kafka_broker import free_ports
@@ -145,6 +145,13 @@ def _committed(bootstrap: str, topic: str, group: str) -> dict[int, int | None]:
         consumer.close(autocommit=False)
 
 
+def _file_ends(output: Path, topic: str, partitions: int = 3) -> dict[int, int | None]:
+    """End offset of each partition's last answer file; None where a partition has none (its folder may
+    still exist, emptied of a killed member's temp file, with nothing committed)."""
+    ends = {p: [end for _, end, _ in segments(partition_dir(output, topic, p))] for p in range(partitions)}
+    return {p: found[-1] if found else None for p, found in ends.items()}
+
+
 def _kill_and_restart(procs, registry, scorer, bootstrap, tmp_path, n: int) -> None:
     topic, group, output = _topic(bootstrap), "g-kill", tmp_path / "out"
     records = _texts(n, seed=1)
@@ -170,8 +177,7 @@ def _kill_and_restart(procs, registry, scorer, bootstrap, tmp_path, n: int) -> N
                       batch_seconds=0.5, session_timeout_s=6)
     assert summary.stopped_by == "end" and summary.records == n - written
     _check_exactly_once(output, topic, records, scorer)
-    assert _committed(bootstrap, topic, group) == {
-        int(folder.name[1:]): segments(folder)[-1][1] for folder in (output / topic).iterdir()}
+    assert _committed(bootstrap, topic, group) == _file_ends(output, topic)
 
 
 def test_sigkill_three_times_then_exactly_once(procs, registry, scorer, kafka_broker, tmp_path):
@@ -226,9 +232,8 @@ def test_two_consumers_one_killed_then_sigterm(procs, registry, scorer, kafka_br
     assert second.wait(60) == 0, logs[1].read_text()[-3000:]
     text = logs[1].read_text()
     assert "SIGTERM received" in text and "done (signal)" in text
-    committed = _committed(bootstrap, topic, group)
-    for folder in (output / topic).iterdir():  # flushed and committed: each commit is at the end of the files
-        assert committed[int(folder.name[1:])] == segments(folder)[-1][1]
+    # flushed and committed: each partition's commit is the end of its files
+    assert _committed(bootstrap, topic, group) == _file_ends(output, topic)
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in _answer_files(output, topic))
     assert written < records.num_rows, "nothing left when SIGTERM came: the test did not test it"
     consume(scorer, bootstrap, topic, group, output, until_end=True, batch_records=500, session_timeout_s=6)
