@@ -6,9 +6,10 @@ Two benchmarks, picked by ``--shape``:
   question) and 2,000 bundled records from ``examples/data/jigsaw/train.parquet``. In one run it
   times the engine on the ``assay score`` path (``Scorer.from_registry`` + ``score_files``: Parquet
   in, Parquet out) side by side with (a) a plain PEFT loop that sets each adapter in turn and scores
-  every record and (b) PEFT's mixed-adapter batch (``adapter_names=``), for adapters on the top 2
-  of 6 layers (what distillation produces) and on all layers. Throughput is records x questions per
-  second; the three methods' P(yes) are compared to make sure they computed the same thing.
+  every record and (b) PEFT's mixed-adapter batch (``adapter_names=``), for adapters on the top
+  layer of 6 (what distillation produces by default), the top 2 or all layers. Throughput is
+  records x questions per second; the three methods' P(yes) are compared to make sure they
+  computed the same thing.
 
 * ``--shape mistral-7b`` / ``--shape tiny``: a random-weight decoder of that shape (``tiny`` is a
   scaled-down Mistral for a CPU smoke run), 8 adapters of rank 16 on every linear layer and
@@ -80,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     g.add_argument("--records", type=int, default=2000)
     g.add_argument("--max-length", type=int, default=128, help="token limit (the adapters' training length)")
     g.add_argument("--rank", type=int, default=8)
-    g.add_argument("--depths", nargs="+", choices=["top2", "full"], default=["top2", "full"])
+    g.add_argument("--depths", nargs="+", choices=list(DEPTHS), default=["top1", "full"])
     g.add_argument("--batch-tokens", type=int, default=16_384, help="engine token budget (assay score default)")
     g.add_argument("--peft-batch", type=int, default=32, help="records per forward pass of the PEFT baselines")
     g.add_argument("--skip-peft", action="store_true", help="time the engine only")
@@ -112,9 +113,13 @@ def timed(fn: Callable[[], object], device: torch.device | str) -> tuple[float, 
 # MiniLM: the engine against PEFT
 
 
+DEPTHS = {"top1": ([5], "top layer of 6 (distillation's default)"), "top2": ([4, 5], "top 2 of 6 layers"),
+          "full": (None, "all 6 layers")}  # --depths: layers_to_transform and the report's label
+
+
 def build_registry(root: Path, base: Path, depth: str, rank: int, max_length: int) -> Registry:
     """7 PEFT adapters with random non-zero weights, saved and promoted in a real registry."""
-    layers = [4, 5] if depth == "top2" else None
+    layers = DEPTHS[depth][0]
     for seed, qid in enumerate(QUESTIONS):
         adapter = make_adapter(base, root / "adapters" / qid, seed=seed, rank=rank, target_modules=BERT_TARGETS,
                                layers_to_transform=layers)
@@ -219,7 +224,7 @@ def report_minilm(args: argparse.Namespace, results: list[dict]) -> None:
                "vs loop", "vs mixed", "engine s", "loop s", "mixed s", "max |ΔP|"]
     lines = []
     for r in results:
-        depth = "top 2 of 6 layers" if r["depth"] == "top2" else "all 6 layers"
+        depth = DEPTHS[r["depth"]][1]
         if "loop_s" in r:
             lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['engine_whole_last_layer_rqps']:,.0f}",
                           f"{r['loop_rqps']:,.0f}", f"{r['mixed_rqps']:,.0f}",

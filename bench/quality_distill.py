@@ -7,7 +7,9 @@
 ``--student`` / ``--oracle`` are ``bench_train.py --gold dev.parquet`` results (the oracle trained on the
 gold labels of the same seed records); ``--combined-dev`` is a label run over dev.parquet (the label
 model applied to the dev votes: ``labels/<q>.parquet``). For ``is_bad`` the recorded GPT-4 answers are
-scored too (on the dev records GPT-4 answered). Writes a Markdown table and a PNG bar chart.
+scored too (on the dev records GPT-4 answered); with ``--student-scores`` (an ``assay score`` output
+over dev.parquet from the student registry) the student is scored on those same records, like for like.
+Writes a Markdown table and a PNG bar chart.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from assay.distill.evaluate import binary_metrics
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--oracle", type=Path, required=True)
     parser.add_argument("--combined-dev", type=Path, required=True, help="label run folder over dev.parquet")
     parser.add_argument("--gold", type=Path, default=DEV)
+    parser.add_argument("--student-scores", type=Path, help="assay score output over dev (student vs GPT-4 on the "
+                        "records GPT-4 answered)")
     parser.add_argument("--out", type=Path, required=True, help="output prefix (.md and .png are written)")
     args = parser.parse_args()
     student = {r["question"]: r for r in json.loads(args.student.read_text())["questions"]}
@@ -55,14 +60,18 @@ def main() -> None:
         rows.append({"question": qid, "positives": s.get("positives"), "combined": combined["f1"],
                      "student": s.get("f1"), "student_best": s.get("best_threshold_f1"), "student_auc": s.get("auc"), "student_ece": s.get("ece"),
                      "oracle": o.get("f1"), "oracle_auc": o.get("auc")})
-    teacher = None
+    teacher = student_on_teacher_records = None
     if "is_bad" in student:
         answered = pq.read_table(TEACHER, columns=["id", "gpt4_is_bad"])
         gold = gold_labels(args.gold, "is_bad")
         label_of = dict(zip(answered.column("id").cast("string").to_pylist(), answered.column(1).to_pylist()))
         ids = [i for i in gold.column("id").to_pylist() if i in label_of]
-        truth = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
-        teacher = binary_metrics(np.array([float(label_of[i]) for i in ids]), np.array([truth[i] for i in ids]), 0.5)
+        truth = np.array([dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))[i] for i in ids])
+        teacher = binary_metrics(np.array([float(label_of[i]) for i in ids]), truth, 0.5)
+        if args.student_scores:
+            scores = ds.dataset(sorted(args.student_scores.rglob("*.parquet")), format="parquet").to_table(columns=["id", "is_bad"])
+            answer_of = dict(zip(scores.column("id").to_pylist(), scores.column("is_bad").to_pylist()))
+            student_on_teacher_records = binary_metrics(np.array([float(answer_of[i]) for i in ids]), truth, 0.5)
     macro = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in ("combined", "student", "oracle")}
     lines = ["| question | dev positives | combined labels F1 | student F1 | student AUC | student ECE | "
              "oracle F1 | oracle AUC | student / oracle | student F1 at the best dev threshold* |",
@@ -79,10 +88,15 @@ def main() -> None:
         lines.append("")
         lines.append(f"GPT-4 (recorded answers) on the {teacher['n']} dev records it answered, `is_bad`: "
                      f"F1 {teacher['f1']:.3f}, precision {teacher['precision']:.3f}, recall {teacher['recall']:.3f}.")
+    if student_on_teacher_records:
+        s = student_on_teacher_records
+        lines.append(f"The student (`--student-scores`) on the same {s['n']} records: F1 {s['f1']:.3f}, "
+                     f"precision {s['precision']:.3f}, recall {s['recall']:.3f}.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "macro": macro, "gpt4_is_bad": teacher},
-                                                          indent=2) + "\n")
+    (args.out.with_suffix(".json")).write_text(json.dumps(
+        {"rows": rows, "macro": macro, "gpt4_is_bad": teacher, "student_is_bad_on_gpt4_records": student_on_teacher_records},
+        indent=2) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
