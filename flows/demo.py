@@ -3,8 +3,8 @@
 label (4,000 seed records of train.parquet: recorded GPT-4 answers, rules, embeddings, plus a live LLM
 when one is configured) → train seven adapters → evaluate and promote → score dev.parquet with the
 multi-LoRA engine (the monthly-batch flow) → a report comparing, per question, each source, the
-combined label and the student with the gold labels. A re-run reuses finished work; ``--fresh``
-starts over.
+combined label and the student with the gold labels, and the student with each recorded teacher on the
+dev records that teacher answered. A re-run reuses finished work; ``--fresh`` starts over.
 """
 
 from __future__ import annotations
@@ -89,6 +89,40 @@ def compare_with_gold(run_dir: Path, scores: Path, pool: Path, dev: Path, questi
     return rows
 
 
+def student_vs_recorded_teachers(questions: Path, scores: Path, dev: Path, question_ids: list[str]) -> list[dict[str, Any]]:
+    """The student against each recorded teacher (a ``labels_file`` source that votes yes and no), on the dev
+    records that teacher answered: like for like, F1 of the yes class against dev's gold."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from assay.flows.report import output_files
+    from assay.labeling.labels_file import LabelsFileVoter
+    from assay.labeling.metrics import binary_scores
+    from assay.schemas import load_questions
+    from assay.schemas.questions import LabelsFileSource
+
+    files = output_files(scores)
+    student = pq.ParquetDataset(files).read() if files else None
+    compared = []
+    for loaded in load_questions(questions):
+        qid = loaded.spec.id
+        if student is None or qid not in question_ids or qid not in student.column_names:
+            continue
+        keep, truth = _truth(dev, qid, student.column("id").to_pylist())
+        ids = [i for i, k in zip(student.column("id").to_pylist(), keep) if k]
+        answers = np.asarray(student.column(qid).to_pylist(), dtype=bool)[keep]
+        for source in loaded.spec.sources:
+            if not isinstance(source, LabelsFileSource) or source.vote != "both":
+                continue
+            vote = LabelsFileVoter(source, loaded.path).vote(ids, ids).column("vote").to_numpy()
+            answered = vote >= 0
+            if answered.any():
+                compared.append({"question": qid, "teacher": source.name, "records": int(answered.sum()),
+                                 "teacher_scores": binary_scores(truth[answered], vote[answered] == 1),
+                                 "student_scores": binary_scores(truth[answered], answers[answered])})
+    return compared
+
+
 def plot_f1(rows: dict[str, Any], path: Path) -> None:
     """Grouped bars per question: best source, combined label (seed records), student (dev)."""
     import matplotlib
@@ -138,6 +172,12 @@ def markdown(summary: dict[str, Any]) -> str:
     for qid, row in summary["questions"].items():
         sources = ", ".join(_source_cell(name, scores) for name, scores in row["sources"].items())
         lines.append(f"| {qid} | {sources} | {fmt(row['combined'])} | {fmt(row['student'])} | {row['decision']} |")
+    if summary.get("teachers"):
+        lines += ["", "## The student against its recorded teachers", "",
+                  "On the dev records each recorded teacher answered (like for like), F1 of the yes class:", "",
+                  "| question | teacher | records | teacher F1 | student F1 |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {c['question']} | {c['teacher']} | {c['records']:,} | {c['teacher_scores']['f1']:.3f} | "
+                  f"{c['student_scores']['f1']:.3f} |" for c in summary["teachers"]]
     lines += ["", "![F1 by question](f1.png)", "", "## Files", ""]
     lines += [f"- {name}: `{path}`" for name, path in summary["files"].items()]
     return "\n".join(lines) + "\n"
@@ -167,7 +207,7 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000) -> dict
             row["decision"] = decision.get("reason") or f"not trained: {trained[qid].get('error')}"
             row["current"] = bool(decision.get("current"))
         first = next(iter(labelled.values()))
-        summary = {"questions": rows, "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
+        summary = {"questions": rows, "teachers": student_vs_recorded_teachers(questions, scores, dev, list(labelled)), "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
                    "dev_records": batch["records"], "records_per_second": batch["records_per_second"] or 0.0,
                    "seconds": time.perf_counter() - started,
                    "files": {"label run (votes, labels, diagnostics)": str(labels_dir(out)),
@@ -194,6 +234,9 @@ def print_summary(summary: dict[str, Any]) -> None:
                       "—" if not student else f"{student['f1']:.3f}",
                       "[green]current[/green]" if row["current"] else f"[yellow]{row['decision']}[/yellow]")
     console.print(table)
+    for c in summary.get("teachers", []):
+        console.print(f"{c['question']} on the {c['records']:,} dev records {c['teacher']} answered: student F1 "
+                      f"{c['student_scores']['f1']:.3f}, {c['teacher']} {c['teacher_scores']['f1']:.3f}", highlight=False)
     rate = summary["records_per_second"]
     scored = f"at {rate:,.0f} records/s" if rate else "(already scored by an earlier run)"
     console.print(f"{summary['dev_records']:,} dev records scored {scored}; total {summary['seconds']:.0f} s")

@@ -12,8 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assay.flows.demo import EXAMPLES, compare_with_gold, markdown, plot_f1, with_teacher
+from assay.flows.demo import (EXAMPLES, compare_with_gold, markdown, plot_f1, student_vs_recorded_teachers,
+                              with_teacher)
 from assay.schemas import load_questions
+from assay.labeling.gold import gold_labels
 from assay.schemas.questions import LabelsFileSource, LlmSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,26 @@ def test_compare_with_gold_scores_sources_combined_and_student(tmp_path):
     assert "| q | rules F1 0.800 (67%) | 0.800 | 0.800 | promoted |" in markdown(summary)
     plot_f1(rows, tmp_path / "f1.png")
     assert (tmp_path / "f1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_student_is_compared_with_its_recorded_teacher_on_the_records_it_answered(tmp_path):
+    """On the bundled data: GPT-4's recorded is_bad answers cover 726 of the 938 dev records (F1 0.736 there,
+    docs/QUALITY.md); a student that answers every record like gold scores 1.0 on those same records."""
+    dev = EXAMPLES / "data" / "jigsaw" / "dev.parquet"
+    gold = gold_labels(dev, "is_bad")
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    answers = pa.array(gold.column("label").to_numpy().astype(bool))
+    pq.write_table(pa.table({"id": gold.column("id"), "is_bad": answers,
+                             "is_bad_p": pa.array(answers.to_numpy(zero_copy_only=False), pa.float32())}),
+                   scores / "part-00000.parquet")
+    compared = student_vs_recorded_teachers(EXAMPLES / "questions" / "jigsaw", scores, dev, ["is_bad", "toxic"])
+    assert [(c["question"], c["teacher"], c["records"]) for c in compared] == [("is_bad", "gpt4", 726)]  # no toxic column scored
+    assert compared[0]["teacher_scores"]["f1"] == pytest.approx(0.736, abs=1e-3)
+    assert compared[0]["student_scores"]["f1"] == 1.0 and compared[0]["student_scores"]["n"] == 726
+    summary = {"questions": {}, "teachers": compared, "seed_rows": 1, "pool": "p", "dev": "d", "dev_records": 938,
+               "records_per_second": 1.0, "seconds": 1.0, "files": {}}
+    assert "| is_bad | gpt4 | 726 | 0.736 | 1.000 |" in markdown(summary)
 
 
 @pytest.mark.slow
