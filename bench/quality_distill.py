@@ -66,7 +66,8 @@ def main() -> None:
         gold = gold_labels(args.gold, "is_bad")
         label_of = dict(zip(answered.column("id").cast("string").to_pylist(), answered.column(1).to_pylist()))
         ids = [i for i in gold.column("id").to_pylist() if i in label_of]
-        truth = np.array([dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))[i] for i in ids])
+        gold_of = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
+        truth = np.array([gold_of[i] for i in ids])
         teacher = binary_metrics(np.array([float(label_of[i]) for i in ids]), truth, 0.5)
         if args.student_scores:
             scores = ds.dataset(sorted(args.student_scores.rglob("*.parquet")), format="parquet").to_table(columns=["id", "is_bad"])

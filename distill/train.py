@@ -356,7 +356,8 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
             if name in best[2]:
                 param.copy_(best[2][name])
     p_hold = best[3]
-    threshold = choose_threshold(p_hold, hold.p_yes, float(data.p_yes.mean()), config.threshold_rule)
+    prevalence = float(data.p_yes.mean())  # the label model's estimated share of yes records
+    threshold = choose_threshold(p_hold, hold.p_yes, prevalence, config.threshold_rule)
     holdout_metrics = binary_metrics(p_hold, hold.label, threshold, soft=hold.p_yes)
     arch = architecture(cache.model)
     manifest = {
@@ -370,7 +371,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
                      "layers_to_transform": list(range(cache.layer, arch.n_layers)), "labels_dir": str(labels_dir),
                      "records": len(train), "holdout_records": len(hold),
                      "train_positives": float(train.p_yes.sum()), "class_weights": list(weights),
-                     "estimated_prevalence": float(data.p_yes.mean()),
+                     "estimated_prevalence": prevalence,
                      "best_epoch": best[1], "history": history, "cache_fill_seconds": round(cache_seconds, 2),
                      "seconds": round(time.perf_counter() - started, 2)},
         "sources": _sources(loaded, labels_dir),

@@ -13,11 +13,14 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 console = Console()
@@ -55,18 +58,27 @@ def _truth(gold_path: Path, question_id: str, ids: list[str]):
     return keep, np.array([lookup[i] for i, k in zip(ids, keep) if k], dtype=bool)
 
 
-def compare_with_gold(run_dir: Path, scores: Path, pool: Path, dev: Path, question_ids: list[str]) -> dict[str, Any]:
+def read_student_answers(scores: Path) -> pa.Table | None:
+    """The students' answers on dev (the batch's Parquet parts), or None when nothing was scored."""
+    import pyarrow.parquet as pq
+
+    from assay.flows.report import output_files
+
+    files = output_files(scores)
+    return pq.ParquetDataset(files).read() if files else None
+
+
+def compare_with_gold(run_dir: Path, student: pa.Table | None, pool: Path, dev: Path,
+                      question_ids: list[str]) -> dict[str, Any]:
     """Per question: each source (where it voted) and the combined label on the seed records against the
     pool's gold, and the student's answers on dev against dev's gold (F1 of the yes class)."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from assay.flows.pipeline import labels_dir
-    from assay.flows.report import output_files
     from assay.labeling.metrics import binary_scores
 
     labels = labels_dir(run_dir)
-    student = pq.ParquetDataset(output_files(scores)).read() if output_files(scores) else None
     rows = {}
     for qid in question_ids:
         votes = pq.read_table(labels / "votes" / f"{qid}.parquet")
@@ -89,20 +101,17 @@ def compare_with_gold(run_dir: Path, scores: Path, pool: Path, dev: Path, questi
     return rows
 
 
-def student_vs_recorded_teachers(questions: Path, scores: Path, dev: Path, question_ids: list[str]) -> list[dict[str, Any]]:
+def student_vs_recorded_teachers(questions: Path, student: pa.Table | None, dev: Path,
+                                 question_ids: list[str]) -> list[dict[str, Any]]:
     """The student against each recorded teacher (a ``labels_file`` source that votes yes and no), on the dev
     records that teacher answered: like for like, F1 of the yes class against dev's gold."""
     import numpy as np
-    import pyarrow.parquet as pq
 
-    from assay.flows.report import output_files
     from assay.labeling.labels_file import LabelsFileVoter
     from assay.labeling.metrics import binary_scores
     from assay.schemas import load_questions
     from assay.schemas.questions import LabelsFileSource
 
-    files = output_files(scores)
-    student = pq.ParquetDataset(files).read() if files else None
     compared = []
     for loaded in load_questions(questions):
         qid = loaded.spec.id
@@ -201,13 +210,14 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000) -> dict
                                        versions={q: t["version"] for q, t in trained.items() if t["version"]})
         batch = monthly_batch(str(registry), str(out / "batch"), input=str(dev), month="dev")
         scores = Path(batch["output"])
-        rows = compare_with_gold(out, scores, pool, dev, list(labelled))
+        student = read_student_answers(scores)
+        rows = compare_with_gold(out, student, pool, dev, list(labelled))
         for qid, row in rows.items():
             decision = decided.get(qid, {})
             row["decision"] = decision.get("reason") or f"not trained: {trained[qid].get('error')}"
             row["current"] = bool(decision.get("current"))
         first = next(iter(labelled.values()))
-        summary = {"questions": rows, "teachers": student_vs_recorded_teachers(questions, scores, dev, list(labelled)), "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
+        summary = {"questions": rows, "teachers": student_vs_recorded_teachers(questions, student, dev, list(labelled)), "seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
                    "dev_records": batch["records"], "records_per_second": batch["records_per_second"] or 0.0,
                    "seconds": time.perf_counter() - started,
                    "files": {"label run (votes, labels, diagnostics)": str(labels_dir(out)),

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assay.flows.demo import (EXAMPLES, compare_with_gold, markdown, plot_f1, student_vs_recorded_teachers,
-                              with_teacher)
+from assay.flows.demo import (EXAMPLES, compare_with_gold, markdown, plot_f1, read_student_answers,
+                              student_vs_recorded_teachers, with_teacher)
 from assay.schemas import load_questions
 from assay.labeling.gold import gold_labels
 from assay.schemas.questions import LabelsFileSource, LlmSource
@@ -49,7 +49,7 @@ def test_compare_with_gold_scores_sources_combined_and_student(tmp_path):
     scores.mkdir()
     pq.write_table(pa.table({"id": ids, "q": [True, False, False, False, True, False],
                              "q_p": pa.array([.9, .4, .1, .1, .8, .2], pa.float32())}), scores / "part-00000.parquet")
-    rows = compare_with_gold(tmp_path / "run", scores, gold, gold, ["q"])
+    rows = compare_with_gold(tmp_path / "run", read_student_answers(scores), gold, gold, ["q"])
     rules = rows["q"]["sources"]["rules"]
     assert rules["coverage"] == pytest.approx(4 / 6, abs=1e-4) and rules["n"] == 4
     assert rules["precision"] == pytest.approx(2 / 3, abs=1e-4) and rules["recall"] == 1.0  # voted: 1,0,1,1 vs 1,0,1,0
@@ -76,7 +76,8 @@ def test_student_is_compared_with_its_recorded_teacher_on_the_records_it_answere
     pq.write_table(pa.table({"id": gold.column("id"), "is_bad": answers,
                              "is_bad_p": pa.array(answers.to_numpy(zero_copy_only=False), pa.float32())}),
                    scores / "part-00000.parquet")
-    compared = student_vs_recorded_teachers(EXAMPLES / "questions" / "jigsaw", scores, dev, ["is_bad", "toxic"])
+    compared = student_vs_recorded_teachers(EXAMPLES / "questions" / "jigsaw", read_student_answers(scores), dev,
+                                            ["is_bad", "toxic"])
     assert [(c["question"], c["teacher"], c["records"]) for c in compared] == [("is_bad", "gpt4", 726)]  # no toxic column scored
     assert compared[0]["teacher_scores"]["f1"] == pytest.approx(0.736, abs=1e-3)
     assert compared[0]["student_scores"]["f1"] == 1.0 and compared[0]["student_scores"]["n"] == 726
