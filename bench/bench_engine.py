@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the PEFT adapter builders the engine 
 
 from engine_fixtures import make_adapter, minilm, publish  # noqa: E402
 
-from assay.distill.registry import Registry  # noqa: E402
+from assay.schemas.registry import Registry  # noqa: E402
 from assay.engine.adapters import LoraAdapter, LoraWeights  # noqa: E402
 from assay.engine.model import MultiLoraModel  # noqa: E402
 from assay.engine.run import score_files  # noqa: E402

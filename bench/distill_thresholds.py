@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from assay.distill.data import load_question_data  # noqa: E402
 from assay.distill.evaluate import (_holdout_ids, binary_metrics, gold_set, holdout_set,  # noqa: E402
                                     prevalence_threshold, score_versions, soft_f1_threshold)
-from assay.distill.registry import Registry  # noqa: E402
+from assay.schemas.registry import Registry  # noqa: E402
 
 RULES = {
     "f1 (soft labels)": lambda p, soft, prevalence: soft_f1_threshold(p, soft),

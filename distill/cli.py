@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .registry import AdapterVersion, Registry, RegistryError
+from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
 console = Console()
 registry_app = typer.Typer(help="Inspect adapter versions, promote one, roll back.", no_args_is_help=True)

@@ -22,7 +22,7 @@ from assay.labeling.gold import gold_labels
 from assay.labeling.metrics import precision_recall_f1
 from assay.schemas.questions import QuestionSpec
 
-from .registry import AdapterVersion, Registry, RegistryError
+from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
 ECE_BINS = 10
 

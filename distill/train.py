@@ -36,7 +36,7 @@ from .cache import LowerLayerCache, upper_layers_only
 from .data import LabelsError, QuestionData, load_question_data, read_seed, split_holdout
 from .evaluate import (Decision, binary_metrics, evaluate_gold, prevalence_threshold, promote_if_better,
                        reliability_plot, soft_f1_threshold)
-from .registry import AdapterVersion, Registry, RegistryError, base_sha256
+from assay.schemas.registry import AdapterVersion, Registry, RegistryError, base_sha256
 
 
 @dataclass(frozen=True)

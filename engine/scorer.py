@@ -11,13 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 from transformers import AutoTokenizer
 
 from assay.schemas.output import RunMetadata, output_schema
+from assay.schemas.registry import Registry
 
 from .adapters import load_adapter
 from .batching import encode, token_batches
@@ -42,25 +41,23 @@ class Scorer:
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self.batch_tokens = batch_tokens
         self.requested_max_length = max_length
-        self.registry: Any = None
+        self.registry: Registry | None = None
         self.questions: list[str] | None = None
         self.records = 0
         self.truncated = 0
         self._lock = threading.RLock()
 
     @classmethod
-    def from_registry(cls, registry: Any, questions: Sequence[str] | None = None, device: str = "cpu",
+    def from_registry(cls, registry: Registry | str | Path, questions: Sequence[str] | None = None, device: str = "cpu",
                       batch_tokens: int = DEFAULT_BATCH_TOKENS, base: str | Path | None = None,
                       max_length: int | None = None, share_lower: bool = True) -> "Scorer":
         """Load the current adapter of each question (all, or ``questions``) from a registry.
 
-        ``registry`` is an ``assay.distill.registry.Registry`` or its root folder. The base is
+        ``registry`` is an ``assay.schemas.registry.Registry`` or its root folder. The base is
         ``base``, else the first adapter's manifest ``base_model`` when it is a local folder, else
         the bundled MiniLM; every adapter is checked against it (``Registry.check_base``).
         """
         if isinstance(registry, (str, Path)):
-            from assay.distill.registry import Registry
-
             registry = Registry(registry)
         wanted = list(questions) if questions else list(registry.questions())
         versions = [registry.current(qid) for qid in wanted]

@@ -43,7 +43,7 @@ def consume(
     """Score a Kafka topic's messages into Parquet, exactly once, as a member of a consumer group."""
     from kafka.errors import KafkaError
 
-    from assay.distill.registry import RegistryError
+    from assay.schemas.registry import RegistryError
 
     from .adapters import AdapterError
     from .stream import consume as run_consume

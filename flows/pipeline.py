@@ -116,7 +116,7 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
     """
     from assay.distill import train as distill
     from assay.distill.data import LabelsError
-    from assay.distill.registry import Registry, RegistryError
+    from assay.schemas.registry import Registry, RegistryError
 
     logger = get_run_logger()
     qid = question.spec.id
@@ -169,7 +169,7 @@ def evaluate_adapter(registry: str, question_id: str, version: int, run_dir: str
                      gold: str | None = None) -> dict[str, Any]:
     """Metrics of one adapter version: on its held-out labels (measured when it was trained) and on gold."""
     from assay.distill.evaluate import evaluate
-    from assay.distill.registry import Registry
+    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     saved = reg.get(question_id, version)
@@ -187,7 +187,7 @@ def promote_if_better(question: LoadedQuestion, registry: str, version: int,
                       metrics: dict[str, Any]) -> dict[str, Any]:
     """Promote the version when it passes the question's bar and beats the current one; emit the event."""
     from assay.distill.evaluate import promote_if_better as decide
-    from assay.distill.registry import Registry
+    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     qid = question.spec.id
@@ -210,7 +210,7 @@ def evaluate_and_promote(questions: str, run_dir: str, registry: str, versions: 
 
     With ``versions`` ({question: version}), only the questions named there, at those versions.
     """
-    from assay.distill.registry import Registry
+    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     decisions = {}

@@ -37,7 +37,7 @@ class QuestionChange:
 def question_changes(folder: str | Path, registry: str | Path) -> tuple[list[QuestionChange], list[str]]:
     """Questions in ``folder`` that the registry has no adapter for (or none for this spec version),
     and the problems of the files that do not validate."""
-    from assay.distill.registry import Registry
+    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     changes, problems = [], []

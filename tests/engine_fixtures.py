@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 from transformers import PreTrainedTokenizerFast
 
-from assay.distill.registry import Registry, base_sha256
+from assay.schemas.registry import Registry, base_sha256
 from assay.engine.model import default_base
 
 WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot thanks please article "

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from assay.distill.registry import Registry, RegistryError
+from assay.schemas.registry import Registry, RegistryError
 from assay.engine import scorer as scorer_module
 from assay.engine.adapters import AdapterError
 from assay.engine.scorer import Scorer

@@ -15,7 +15,7 @@ import pytest
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
 
-from assay.distill.registry import Registry, base_sha256
+from assay.schemas.registry import Registry, base_sha256
 from assay.engine.scorer import Scorer
 from assay.flows import events, report
 from assay.flows.batch import monthly_batch

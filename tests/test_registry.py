@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assay.distill.registry import Registry, RegistryError, base_sha256
+from assay.schemas.registry import Registry, RegistryError, base_sha256
 from assay.flows.cli import app
 from engine_fixtures import make_adapter, make_llama_base
 

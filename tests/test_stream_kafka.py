@@ -24,7 +24,7 @@ import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from assay.distill.registry import Registry
+from assay.schemas.registry import Registry
 from assay.engine.scorer import Scorer
 from assay.engine.stream import KAFKA_METADATA_KEY, consume, produce
 from assay.engine.stream_files import partition_dir, segment_path, segments

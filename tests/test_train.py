@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from assay.distill.cache import upper_layers_only
 from assay.distill.data import LabelsError, load_question_data, split_holdout
-from assay.distill.registry import Registry
+from assay.schemas.registry import Registry
 from assay.distill.train import (TrainConfig, _forward, load_base, lora_config, make_cache, quantization_config,
                                  train_question, train_questions)
 from assay.flows.cli import app
