@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 from pathlib import Path
 import numpy as np
 import pyarrow as pa
