@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 from transformers import AutoTokenizer
 
 from assay.schemas.output import RunMetadata, output_schema
-from assay.schemas.registry import Registry
+from assay.schemas.registry import AdapterVersion, Registry
 
 from .adapters import load_adapter
 from .batching import encode, token_batches
@@ -107,7 +108,7 @@ class Scorer:
                 raise KeyError(f"question {question_id!r} is not loaded (loaded: {', '.join(self.question_ids)})")
             self.model.remove(question_id)
 
-    def _add_version(self, version: Any) -> None:
+    def _add_version(self, version: AdapterVersion) -> None:
         self.registry.check_base(version, self.base)
         self.add_adapter(version.question_id, version.path, version=version.version,
                          threshold=version.threshold, manifest=version.manifest)
