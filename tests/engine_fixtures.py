@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaF
 from transformers import PreTrainedTokenizerFast
 
 from assay.schemas.registry import Registry, base_sha256
-from assay.engine.model import default_base
+from assay.schemas.models import bundled_minilm
 
 WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot thanks please article "
          "edit page wikipedia talk user hate love kill people").split()
@@ -85,7 +85,7 @@ def make_llama_base(out: Path, layers: int = 3, seed: int = 0) -> Path:
 
 def minilm() -> Path:
     """The bundled MiniLM base directory."""
-    return default_base()
+    return bundled_minilm()
 
 
 def publish(registry: Path, question_id: str, version: int, adapter: Path, base: Path,

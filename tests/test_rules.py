@@ -133,10 +133,11 @@ def test_embeddings_match_sentence_transformers():
     """Our plain-transformers encoder gives the vectors sentence-transformers gives for the bundled MiniLM."""
     from sentence_transformers import SentenceTransformer
 
-    from assay.labeling.embedding import MAX_TOKENS, SentenceEncoder, default_model_path
+    from assay.labeling.embedding import MAX_TOKENS, SentenceEncoder
+    from assay.schemas.models import bundled_minilm
 
     texts = ["you are a stupid idiot", "Thanks for the citation.", "word " * 300]
-    reference = SentenceTransformer(str(default_model_path()), device="cpu")
+    reference = SentenceTransformer(str(bundled_minilm()), device="cpu")
     reference.max_seq_length = MAX_TOKENS
     expected = reference.encode(texts, normalize_embeddings=True)
-    assert np.allclose(SentenceEncoder(default_model_path()).encode(texts), expected, atol=1e-5)
+    assert np.allclose(SentenceEncoder(bundled_minilm()).encode(texts), expected, atol=1e-5)
