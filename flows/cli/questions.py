@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .loader import QuestionSpecError, load_questions
-from .questions import json_schema
+from assay.schemas.loader import QuestionSpecError, load_questions
+from assay.schemas.questions import json_schema
 
 questions_app = typer.Typer(help="Write and check question specs (one YAML file per yes/no question).",
                             no_args_is_help=True)

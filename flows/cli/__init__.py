@@ -1,4 +1,4 @@
-"""The one `assay` command: each stage's package contributes its commands through `register(app)`."""
+"""The one `assay` command: each module of this package adds one command group through `register(app)`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import warnings
 
 import typer
 
-COMMAND_MODULES = (
-    "assay.schemas.cli",
+COMMAND_MODULES = (  # one module per command group, in the order `assay --help` lists them
+    "assay.flows.cli.questions",
     "assay.flows.demo",
-    "assay.labeling.cli",
-    "assay.labeling.llm_cli",
-    "assay.flows.ops",
-    "assay.engine.cli",
-    "assay.engine.stream_cli",
-    "assay.distill.cli",
+    "assay.flows.cli.label",
+    "assay.flows.cli.teachers",
+    "assay.flows.cli.ops",
+    "assay.flows.cli.score",
+    "assay.flows.cli.stream",
+    "assay.flows.cli.train",
 )
 
 # Prefect: a temporary local server starts when PREFECT_API_URL is unset; give it time on a busy machine.

@@ -21,11 +21,11 @@ from assay.schemas import QuestionSpecError, load_questions, select
 from assay.schemas.questions import LlmSource, LocalLlmSource
 from assay.schemas.settings import SettingsError, load_settings
 
-from .privacy import ResidencyError
-from .prompt import render_prompt
+from assay.labeling.privacy import ResidencyError
+from assay.labeling.prompt import render_prompt
 
 if TYPE_CHECKING:
-    from .llm import LlmTeacher
+    from assay.labeling.llm import LlmTeacher
 
 teachers_app = typer.Typer(help="Check the LLM and local teachers of a question folder before a paid run.",
                            no_args_is_help=True)
@@ -49,8 +49,8 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
           text_chars: int = typer.Option(500, "--text-chars", help="Typical record length for the cost estimate."),
           probe: bool = typer.Option(False, "--probe", help="Send one request with a fixed harmless text.")) -> None:
     """Residency, key, price and (optionally) a live probe for every teacher; exit 1 when one is unusable."""
-    from .llm import LlmTeacher, LlmTeacherError, read_api_key  # the openai client: only when checking
-    from .llm_cost import cost_usd, estimate_prompt_tokens
+    from assay.labeling.llm import LlmTeacher, LlmTeacherError, read_api_key  # the openai client: only when checking
+    from assay.labeling.llm_cost import cost_usd, estimate_prompt_tokens
 
     try:
         settings = load_settings(settings_path)

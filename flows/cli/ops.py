@@ -33,7 +33,7 @@ def onboard(question_file: Path = typer.Argument(..., exists=True, dir_okay=Fals
     """Label, train, evaluate and (if it passes) promote ONE question; running consumers pick it up."""
     from assay.schemas import QuestionSpecError
 
-    from .pipeline import onboard_question
+    from assay.flows.pipeline import onboard_question
 
     try:
         result = onboard_question(str(question_file), str(records), str(registry), str(run_dir),
@@ -58,7 +58,7 @@ def monthly(registry: Path = typer.Option(..., "--registry", help="Adapter regis
             gpu_hour_usd: float = typer.Option(0.0, "--gpu-hour-usd", min=0, help="Compute price for the report."),
             ) -> None:
     """Score a month's snapshot (--input, or --bootstrap + --topic) and write its report."""
-    from .batch import monthly_batch
+    from assay.flows.batch import monthly_batch
 
     try:
         report = monthly_batch(str(registry), str(out), input=str(input_path) if input_path else None,
@@ -82,7 +82,7 @@ def watch_questions(folder: Path = typer.Argument(..., exists=True, file_okay=Fa
                     state: Path | None = typer.Option(None, "--state", help="State file (default: FOLDER/.assay-watch.json)."),
                     ) -> None:
     """Emit assay.question.added/changed for new or edited question files (triggers onboarding)."""
-    from .watch import announce
+    from assay.flows.watch import announce
 
     reported: set[str] = set()
     while True:

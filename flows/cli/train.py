@@ -152,8 +152,8 @@ def train(
     """Distil one LoRA adapter per question from the label run, evaluate it, promote it if good enough."""
     from assay.schemas.loader import QuestionSpecError, load_questions
 
-    from .data import LabelsError
-    from .train import train_questions
+    from assay.distill.data import LabelsError
+    from assay.distill.train import train_questions
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from assay.schemas import QuestionSpecError, RecordsError, load_questions, select, write_parquet_atomic
 
-from .combine import METHODS, combine
+from assay.labeling.combine import METHODS, combine
 
 console = Console()
 
@@ -29,7 +29,7 @@ def label(questions: Path = typer.Option(..., "--questions", help="Folder of que
           budget_usd: float | None = typer.Option(None, "--budget-usd", min=0.0, help="Cap on LLM spend."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")) -> None:
     """Sample a seed set, run every question's sources, combine the votes and write a run folder."""
-    from .pipeline import label_questions
+    from assay.labeling.pipeline import label_questions
 
     try:
         loaded = select(load_questions(questions), only)
@@ -66,7 +66,7 @@ def combine_command(votes: Path = typer.Argument(..., help="Votes Parquet: id + 
                                                         "the votes file's name)."),
                     ) -> None:
     """Combine one question's votes into probabilistic labels and say which method was used and why."""
-    from .gold import gold_labels
+    from assay.labeling.gold import gold_labels
 
     try:
         table = pq.read_table(votes)

@@ -32,9 +32,9 @@ def score(
 
     from assay.schemas.records import RecordsError
 
-    from .adapters import AdapterError
-    from .run import ResumeError, score_files
-    from .scorer import Scorer
+    from assay.engine.adapters import AdapterError
+    from assay.engine.run import ResumeError, score_files
+    from assay.engine.scorer import Scorer
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")

@@ -45,8 +45,8 @@ def consume(
 
     from assay.schemas.registry import RegistryError
 
-    from .adapters import AdapterError
-    from .stream import consume as run_consume
+    from assay.engine.adapters import AdapterError
+    from assay.engine.stream import consume as run_consume
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console,
                         show_path=False, markup=False)])
@@ -87,7 +87,7 @@ def produce(
 
     from assay.schemas.records import RecordsError
 
-    from .stream import produce as run_produce
+    from assay.engine.stream import produce as run_produce
 
     try:
         sent = run_produce(path, bootstrap, topic, key=None if no_key else key)
