@@ -14,12 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from assay.engine.batching import Batch, pad
 from assay.engine.model import Architecture, architecture
 
 CACHE_BATCH_TOKENS = 8_192
@@ -46,31 +46,6 @@ class _Feed(nn.Module):
         if self.value is None:
             raise RuntimeError("upper_layers_only: no cached hidden states fed for this forward")
         return self.value
-
-
-@dataclass
-class Batch:
-    """A right-padded batch: token ids, attention mask, and (for cached runs) the lower layers' output."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    hidden: torch.Tensor | None
-
-
-def pad_batch(ids: Sequence[torch.Tensor], pad_id: int, hidden: Sequence[torch.Tensor] | None = None) -> Batch:
-    """Right-pad token id tensors (and their hidden states) into one batch."""
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, :len(x)] = x
-        mask[row, :len(x)] = 1
-    states = None
-    if hidden is not None:
-        states = hidden[0].new_zeros((len(ids), width, hidden[0].shape[-1]))
-        for row, h in enumerate(hidden):
-            states[row, :len(h)] = h
-    return Batch(input_ids, mask, states)
 
 
 class LowerLayerCache:
@@ -128,7 +103,7 @@ class LowerLayerCache:
                     end += 1
                 chunk = order[start:end]
                 ids = [torch.tensor(encoded[i], dtype=torch.long) for i in chunk]
-                batch = pad_batch(ids, self.pad_id)
+                batch = pad(ids, self.pad_id)
                 try:
                     with torch.inference_mode():
                         self.arch.inner(input_ids=batch.input_ids.to(self.device),
@@ -149,7 +124,7 @@ class LowerLayerCache:
 
     def batch(self, texts: Sequence[str]) -> Batch:
         """A padded batch of cached texts (call :meth:`fill` first)."""
-        return pad_batch([self._ids[t] for t in texts], self.pad_id, [self._hidden[t] for t in texts])
+        return pad([self._ids[t] for t in texts], self.pad_id, hidden=[self._hidden[t] for t in texts])
 
 
 @contextmanager

@@ -25,11 +25,13 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Batch:
-    """One padded batch: positions of its records in the input, right-padded ids and mask."""
+    """One right-padded batch: ids and mask, the records' positions in the input (when batched from a
+    list), and the hidden states entering the first computed layer (when fed from a lower-layer cache)."""
 
-    indices: np.ndarray
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    indices: np.ndarray | None = None
+    hidden: torch.Tensor | None = None
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
@@ -59,14 +61,21 @@ def token_batches(ids: list[list[int]], batch_tokens: int, copies: int, pad_id: 
         size = max(1, batch_tokens // max(1, longest * copies))
         chosen = order[start:start + size]
         start += len(chosen)
-        yield pad([ids[i] for i in chosen], chosen, longest, pad_id)
+        yield pad([ids[i] for i in chosen], pad_id, indices=chosen)
 
 
-def pad(rows: list[list[int]], indices: np.ndarray, width: int, pad_id: int) -> Batch:
-    """Right-pad ``rows`` to ``width`` tokens with ``pad_id``."""
+def pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int, indices: np.ndarray | None = None,
+        hidden: Sequence[torch.Tensor] | None = None) -> Batch:
+    """Right-pad token id rows (and, if given, each row's hidden states) to the longest row."""
+    width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):
-        input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        input_ids[r, :len(row)] = torch.as_tensor(row, dtype=torch.long)
         attention_mask[r, :len(row)] = 1
-    return Batch(indices=indices, input_ids=input_ids, attention_mask=attention_mask)
+    states = None
+    if hidden is not None:
+        states = hidden[0].new_zeros((len(rows), width, hidden[0].shape[-1]))
+        for r, h in enumerate(hidden):
+            states[r, :len(h)] = h
+    return Batch(input_ids, attention_mask, indices, states)
