@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the PEFT adapter builders the engine 
 
 from engine_fixtures import make_adapter, minilm, publish  # noqa: E402
 
-from assay.schemas.registry import Registry  # noqa: E402
+from assay.schemas.registry import AdapterVersion, Registry  # noqa: E402
 from assay.engine.adapters import LoraAdapter, LoraWeights  # noqa: E402
 from assay.engine.model import MultiLoraModel  # noqa: E402
 from assay.engine.run import score_files  # noqa: E402
@@ -280,8 +280,7 @@ def random_adapters(model: MultiLoraModel, count: int, rank: int, layers: range,
                     b = torch.randn(rank, linear.out_features, generator=g) * 0.01
                     modules[f"{model.arch.layers_path}.{layer}.{path}"] = LoraWeights(a=a, b=b, scale=2.0)
         head = {"weight": torch.randn(2, hidden, generator=g) / math.sqrt(hidden)}
-        adapters.append(LoraAdapter(question_id=f"q{i}", version=1, threshold=0.5, path=Path("."), modules=modules,
-                                    head=head))
+        adapters.append(LoraAdapter(AdapterVersion(f"q{i}", 1, Path("."), {}), modules=modules, head=head))
     return adapters
 
 

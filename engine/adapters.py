@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
+
+from assay.schemas.registry import AdapterVersion
 
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
@@ -39,20 +41,29 @@ class LoraWeights:
 
 @dataclass(frozen=True)
 class LoraAdapter:
-    """A question's adapter: LoRA weights per module path (relative to the model) and its head."""
+    """A question's adapter version (what the registry says of it) with its LoRA weights per module path
+    (relative to the model) and its head, as tensors."""
 
-    question_id: str
-    version: int
-    threshold: float
-    path: Path
+    source: AdapterVersion
     modules: dict[str, LoraWeights]
     head: dict[str, torch.Tensor]  # parameter name of the head module ("weight", "bias") -> tensor
-    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def question_id(self) -> str:
+        return self.source.question_id
+
+    @property
+    def version(self) -> int:
+        return self.source.version
+
+    @property
+    def threshold(self) -> float:
+        return self.source.threshold
 
     @property
     def max_length(self) -> int | None:
         """The token length the adapter was trained at, when its manifest says."""
-        value = self.manifest.get("max_length")
+        value = self.source.manifest.get("max_length")
         return int(value) if value else None
 
 
@@ -82,10 +93,9 @@ def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     return default
 
 
-def load_adapter(path: str | Path, question_id: str, version: int = 0, threshold: float = 0.5,
-                 head_name: str = "classifier", manifest: dict[str, Any] | None = None) -> LoraAdapter:
-    """Load a PEFT adapter directory; ``head_name`` is the model's classification head module."""
-    path = Path(path)
+def load_adapter(source: AdapterVersion, head_name: str = "classifier") -> LoraAdapter:
+    """Load an adapter version's PEFT directory; ``head_name`` is the model's classification head module."""
+    path = source.path
     config_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
         raise AdapterError(f"{path}: not a PEFT adapter directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
@@ -121,5 +131,4 @@ def load_adapter(path: str | Path, question_id: str, version: int = 0, threshold
         modules[module] = LoraWeights(a=a, b=b, scale=float(scale))
     if not modules:
         raise AdapterError(f"{path}: no LoRA weights in {WEIGHTS_FILE}")
-    return LoraAdapter(question_id=question_id, version=version, threshold=threshold, path=path,
-                       modules=modules, head=head, manifest=dict(manifest or {}))
+    return LoraAdapter(source=source, modules=modules, head=head)

@@ -185,16 +185,16 @@ class MultiLoraModel:
 
     def _check(self, adapter: LoraAdapter) -> None:
         if not adapter.modules:
-            raise AdapterError(f"{adapter.path}: adapter {adapter.question_id!r} has no LoRA weights")
+            raise AdapterError(f"{adapter.source.path}: adapter {adapter.question_id!r} has no LoRA weights")
         for path, weights in adapter.modules.items():
             self.arch.stage_of(path)
             linear = self._base_linear(path)
             if weights.a.shape[0] != linear.in_features or weights.b.shape[1] != linear.out_features:
-                raise AdapterError(f"{adapter.path}: LoRA on {path!r} is {weights.a.shape[0]}->{weights.b.shape[1]}, "
+                raise AdapterError(f"{adapter.source.path}: LoRA on {path!r} is {weights.a.shape[0]}->{weights.b.shape[1]}, "
                                    f"the base layer is {linear.in_features}->{linear.out_features}")
         head = getattr(self.model, self.arch.head_name)
         if adapter.head["weight"].shape != head.weight.shape:
-            raise AdapterError(f"{adapter.path}: head weight {tuple(adapter.head['weight'].shape)} does not fit "
+            raise AdapterError(f"{adapter.source.path}: head weight {tuple(adapter.head['weight'].shape)} does not fit "
                                f"this base model's {tuple(head.weight.shape)}")
 
     def add(self, adapter: LoraAdapter) -> None:

@@ -97,8 +97,11 @@ class Scorer:
     def add_adapter(self, question_id: str, path: str | Path, version: int = 0, threshold: float = 0.5,
                     manifest: dict[str, Any] | None = None) -> None:
         """Load (or replace) a question's adapter from a PEFT adapter directory, without reloading the base."""
-        adapter = load_adapter(path, question_id, version=version, threshold=threshold,
-                               head_name=self.model.arch.head_name, manifest=manifest)
+        self.add_version(AdapterVersion(question_id, version, Path(path), {**(manifest or {}), "threshold": threshold}))
+
+    def add_version(self, version: AdapterVersion) -> None:
+        """Load (or replace) a question's adapter from a registry version, without reloading the base."""
+        adapter = load_adapter(version, head_name=self.model.arch.head_name)
         with self._lock:
             self.model.add(adapter)
 
@@ -111,8 +114,7 @@ class Scorer:
 
     def _add_version(self, version: AdapterVersion) -> None:
         self.registry.check_base(version, self.base)
-        self.add_adapter(version.question_id, version.path, version=version.version,
-                         threshold=version.threshold, manifest=version.manifest)
+        self.add_version(version)
 
     def reload(self) -> dict[str, int]:
         """Load the registry's newly promoted current versions (and new questions, unless restricted).
