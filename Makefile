@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-fresh test test-slow install kafka-up kafka-down clean
+.PHONY: demo demo-fresh test test-unit lint test-slow install kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ demo: $(STAMP)
 demo-fresh: $(STAMP)
 	$(BIN)/assay demo --out runs/demo --fresh
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
+
+# The fast loop: no Java, no broker, no Prefect server.
+test-unit: lint
+	$(BIN)/python -m pytest -q tests/unit
+
+# Import layers (import-linter contracts in pyproject.toml) and ruff.
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
