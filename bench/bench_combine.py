@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from assay.labeling.combine import combine
+from assay.labeling.model.combine import combine
 from assay.labeling.metrics import binary_scores
 
 

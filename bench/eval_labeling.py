@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.labeling.combine import combine  # noqa: E402
+from assay.labeling.model import VoteAnalysis, combine  # noqa: E402
 from assay.labeling.gold import gold_labels  # noqa: E402
 from assay.labeling.pipeline import label_questions  # noqa: E402
-from assay.labeling.report import gold_comparison  # noqa: E402
+from assay.labeling.votes import vote_matrix  # noqa: E402
 from assay.schemas import load_questions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,14 @@ def evaluate(name: str, input_path: Path, sample: int | None, out: Path) -> dict
         qid = loaded.spec.id
         votes = pq.read_table(out / name / "votes" / f"{qid}.parquet")
         gold = gold_labels(input_path, qid)
-        result = combine(votes, method="label_model", gold=gold)
-        scores = gold_comparison(votes, result, gold)
+        matrix = vote_matrix(votes)
+        analysis = VoteAnalysis(matrix)
+        result = combine(matrix, method="label_model", gold=gold)
+        scores = analysis.gold_comparison(result, gold)
         hints = gold.filter(pa.array(np.isin(gold.column("id").to_numpy(zero_copy_only=False),
                                              votes.column("id").to_numpy(zero_copy_only=False)[:GOLD_HINTS])))
-        auto = combine(votes, gold=hints)
-        scores["auto_with_gold"] = {**gold_comparison(votes, auto, gold)["combined"], "method": auto.method}
+        auto = combine(matrix, gold=hints)
+        scores["auto_with_gold"] = {**analysis.gold_comparison(auto, gold)["combined"], "method": auto.method}
         rows[qid] = {"scores": scores, "prior": result.prior, "threshold": result.threshold,
                      "gold_rate": float(gold.column("label").to_numpy().mean())}
     return {"name": name, "records": summary.seed_rows, "label_seconds": round(seconds, 1), "questions": rows}

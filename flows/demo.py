@@ -107,8 +107,8 @@ def student_vs_recorded_teachers(questions: Path, student: pa.Table | None, dev:
     records that teacher answered: like for like, F1 of the yes class against dev's gold."""
     import numpy as np
 
-    from assay.labeling.labels_file import LabelsFileVoter
     from assay.labeling.metrics import binary_scores
+    from assay.labeling.sources.labels_file import LabelsFileVoter
     from assay.schemas import load_questions
     from assay.schemas.questions import LabelsFileSource
 

@@ -81,7 +81,7 @@ def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]],
     import json
 
     from assay.labeling.pipeline import LabelRunSummary, QuestionSummary
-    from assay.labeling.report import write_run_report
+    from assay.labeling.model.report import write_run_report
 
     out = labels_dir(run_dir)
     summary_path = out / "summary.json"

@@ -29,12 +29,12 @@ from tqdm.auto import tqdm
 from assay.schemas import LoadedQuestion, write_parquet_atomic
 from assay.schemas.questions import EmbeddingSource, LabelsFileSource, RulesSource
 
-from .combine import CONF_SUFFIX, WEIGHTS_KEY, CombineResult, combine
 from .gold import gold_labels
-from .report import write_question_report, write_run_report
+from .model.combine import CombineResult, combine
+from .model.report import write_question_report, write_run_report
 from .seed import sample_records
-from .sources import TEACHER_KINDS, SourceFactory
-from .votes import ABSTAIN
+from .sources.factory import TEACHER_KINDS, SourceFactory
+from .votes import ABSTAIN, CONF_SUFFIX, WEIGHTS_KEY, vote_matrix
 
 FINGERPRINT_KEY = b"assay.fingerprint"
 SEED_KEY = b"assay.seed"
@@ -90,10 +90,11 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
     for loaded in questions:
         gold = gold_labels(gold_path, loaded.spec.id) if gold_path else None
         votes, teachers = _question_votes(loaded, factory, ids, texts, out_dir, progress)
-        result = combine(votes, gold=gold)
+        matrix = vote_matrix(votes)
+        result = combine(matrix, gold=gold)
         write_parquet_atomic(votes, out_dir / "votes" / f"{loaded.spec.id}.parquet")
         write_parquet_atomic(result.probs, out_dir / "labels" / f"{loaded.spec.id}.parquet")
-        gold_scores = write_question_report(out_dir / "report", loaded.spec, votes, result, gold)
+        gold_scores = write_question_report(out_dir / "report", loaded.spec, matrix, result, gold)
         summaries[loaded.spec.id] = _question_summary(loaded, result, gold_scores, teachers)
     summary = LabelRunSummary(str(out_dir), str(input_path), records.num_rows, rejected,
                               round(time.perf_counter() - started, 2), summaries)

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from assay.labeling.gold import gold_labels
-from assay.labeling.labels_file import LabelsFileError, LabelsFileVoter
-from assay.labeling.rules import RulesVoter
+from assay.labeling.sources.labels_file import LabelsFileError, LabelsFileVoter
+from assay.labeling.sources.rules import RulesVoter
 from assay.schemas.questions import LabelsFileSource, RulesSource
 
 
@@ -106,7 +106,7 @@ def test_gold_labels_by_question_column_derived_is_bad_and_label(tmp_path):
 
 
 def test_embedding_votes_by_nearest_example_and_abstains_in_the_band(tmp_path):
-    from assay.labeling.embedding import EmbeddingVoter, TextEmbedder
+    from assay.labeling.sources.embedding import EmbeddingVoter, TextEmbedder
     from assay.schemas.questions import EmbeddingSource, QuestionSpec
 
     spec = QuestionSpec(id="is_rude", version=1, question="Is this rude?",
@@ -133,7 +133,7 @@ def test_embeddings_match_sentence_transformers():
     """Our plain-transformers encoder gives the vectors sentence-transformers gives for the bundled MiniLM."""
     from sentence_transformers import SentenceTransformer
 
-    from assay.labeling.embedding import MAX_TOKENS, SentenceEncoder
+    from assay.labeling.sources.embedding import MAX_TOKENS, SentenceEncoder
     from assay.schemas.models import bundled_minilm
 
     texts = ["you are a stupid idiot", "Thanks for the citation.", "word " * 300]

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from assay.schemas import QuestionSpecError, RecordsError, load_questions, select, write_parquet_atomic
 
-from assay.labeling.combine import METHODS, combine
+from assay.labeling.model.combine import METHODS, combine
 
 console = Console()
 

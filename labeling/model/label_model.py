@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ABSTAIN, NO, YES = 0, 1, 2  # outcome columns per source
+OUT_ABSTAIN, OUT_NO, OUT_YES = 0, 1, 2  # outcome columns per source (not vote values: see votes.py)
 # Dirichlet pseudo-counts over (abstain, no, yes) for class no and class yes (votes right two times in
 # three), each worth `prior_share` of the records. For a rare class this prior is strong: the yes class is
 # the one the yes votes point at — what keeps EM from settling on a correlated, commoner class (toxic,
@@ -40,9 +40,9 @@ def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndar
         soft = np.clip(2.0 * np.asarray(conf, dtype=np.float32) - 1.0, 0.0, 1.0)
         weight = np.where(np.isnan(soft), 1.0, soft).astype(np.float32)
     counts = np.zeros((n, m, 3), dtype=np.float32)
-    counts[..., YES] = np.where(votes == 1, weight, 0.0)
-    counts[..., NO] = np.where(votes == 0, weight, 0.0)
-    counts[..., ABSTAIN] = 1.0 - counts[..., YES] - counts[..., NO]
+    counts[..., OUT_YES] = np.where(votes == 1, weight, 0.0)
+    counts[..., OUT_NO] = np.where(votes == 0, weight, 0.0)
+    counts[..., OUT_ABSTAIN] = 1.0 - counts[..., OUT_YES] - counts[..., OUT_NO]
     return counts.reshape(n, 3 * m)
 
 
@@ -83,14 +83,15 @@ class DawidSkene:
     def source_accuracy(self) -> np.ndarray:
         """Per source: estimated P(vote right | it voted), under the estimated prior."""
         theta, prior = self.theta, self.prior
-        right = prior * theta[:, 1, YES] + (1 - prior) * theta[:, 0, NO]
-        voted = prior * (theta[:, 1, YES] + theta[:, 1, NO]) + (1 - prior) * (theta[:, 0, YES] + theta[:, 0, NO])
+        right = prior * theta[:, 1, OUT_YES] + (1 - prior) * theta[:, 0, OUT_NO]
+        voted = (prior * (theta[:, 1, OUT_YES] + theta[:, 1, OUT_NO])
+                 + (1 - prior) * (theta[:, 0, OUT_YES] + theta[:, 0, OUT_NO]))
         return right / np.maximum(voted, 1e-12)
 
     def _start(self, counts: np.ndarray, m: int) -> np.ndarray:
         """Majority-vote posterior (soft), the neutral 0.5 where no source voted."""
         per_source = counts.reshape(len(counts), m, 3)
-        yes, no = per_source[..., YES].sum(axis=1), per_source[..., NO].sum(axis=1)
+        yes, no = per_source[..., OUT_YES].sum(axis=1), per_source[..., OUT_NO].sum(axis=1)
         return (yes + 0.5) / (yes + no + 1.0)
 
     def _m_step(self, counts: np.ndarray, posterior: np.ndarray, m: int) -> None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from assay.schemas.questions import RulesSource
 
-from .votes import ABSTAIN, NO, YES, vote_table
+from ..votes import ABSTAIN, NO, YES, vote_table
 
 
 def _compile(keywords: list[str], patterns: list[str], case_sensitive: bool, word_boundary: bool) -> re.Pattern | None:

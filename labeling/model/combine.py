@@ -17,19 +17,17 @@ methods label yes above 0.5 (ties and records without votes: no).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from ..metrics import binary_scores, f1_threshold
+from ..votes import VoteMatrix, vote_matrix
 from .label_model import DawidSkene, outcome_counts
-from .metrics import binary_scores
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
-CONF_SUFFIX = "__conf"
-WEIGHTS_KEY = b"assay.weights"
 
 
 @dataclass
@@ -44,54 +42,6 @@ class CombineResult:
     prior: float  # the label model's estimated P(yes)
     threshold: float
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
-
-
-@dataclass(frozen=True)
-class VoteMatrix:
-    """The votes of one question as arrays: (n, m) int8 votes and float32 confidences (NaN: none)."""
-
-    ids: pa.Array
-    sources: list[str]
-    votes: np.ndarray
-    conf: np.ndarray
-    weights: np.ndarray
-
-
-def vote_matrix(votes: pa.Table, weights: dict[str, float] | None = None) -> VoteMatrix:
-    """Check a votes table (`id`, int votes per source, optional `<source>__conf`) and turn it into arrays.
-
-    Null votes count as abstains; source weights come from `weights`, else the table's schema metadata.
-    """
-    if "id" not in votes.column_names:
-        raise ValueError(f"votes table has no `id` column (columns: {', '.join(votes.column_names)})")
-    sources = [c for c in votes.column_names if c != "id" and not c.endswith(CONF_SUFFIX)]
-    if not sources:
-        raise ValueError("votes table has no source columns; expected `id` plus one int8 column per source")
-    n = votes.num_rows
-    matrix = np.full((n, len(sources)), -1, dtype=np.int8)
-    conf = np.full((n, len(sources)), np.nan, dtype=np.float32)
-    for j, name in enumerate(sources):
-        column = votes.column(name)
-        if not (pa.types.is_integer(column.type) or pa.types.is_boolean(column.type) or pa.types.is_null(column.type)):
-            raise ValueError(f"votes column {name!r} has type {column.type}; votes must be integers -1 (abstain), "
-                             "0 (no) or 1 (yes)")
-        values = column.cast(pa.int8()).fill_null(-1).to_numpy(zero_copy_only=False)
-        bad = np.setdiff1d(np.unique(values), [-1, 0, 1])
-        if bad.size:
-            raise ValueError(f"votes column {name!r} holds {bad.tolist()}; votes must be -1 (abstain), 0 (no) or 1 (yes)")
-        matrix[:, j] = values
-        if f"{name}{CONF_SUFFIX}" in votes.column_names:
-            values = votes.column(f"{name}{CONF_SUFFIX}").cast(pa.float32()).to_numpy(zero_copy_only=False)
-            values = np.where(np.isnan(values), np.nan, values).astype(np.float32)
-            if np.any((values < 0.5) | (values > 1.0)):
-                raise ValueError(f"confidence column {name}{CONF_SUFFIX!r} must lie in [0.5, 1] (the probability "
-                                 "that the vote is right)")
-            conf[:, j] = values
-    if weights is None:
-        raw = (votes.schema.metadata or {}).get(WEIGHTS_KEY)
-        weights = json.loads(raw) if raw else {}
-    weight = np.array([float(weights.get(name, 1.0)) for name in sources], dtype=np.float32)
-    return VoteMatrix(votes.column("id"), sources, matrix, conf, weight)
 
 
 def majority_vote(matrix: VoteMatrix) -> np.ndarray:
@@ -122,38 +72,31 @@ def snorkel_vote(matrix: VoteMatrix, seed: int = 0) -> np.ndarray:
     return model.predict_proba(matrix.votes.astype(np.int64))[:, 1]
 
 
-def expected_f1_threshold(p_yes: np.ndarray) -> float:
-    """The threshold maximising the F1 expected under `p_yes` itself (no gold needed)."""
-    if len(p_yes) == 0:
-        return 0.5
-    ordered = np.sort(p_yes)[::-1]
-    true_pos = np.cumsum(ordered)
-    expected_f1 = 2 * true_pos / (np.arange(1, len(ordered) + 1) + ordered.sum())
-    return float(ordered[int(np.argmax(expected_f1))])
+Labelled = tuple[np.ndarray, np.ndarray, float]  # p_yes, labels, threshold
 
 
-Decision = tuple[np.ndarray, np.ndarray, float]  # p_yes, labels, threshold
-
-
-def _label_model(matrix: VoteMatrix) -> tuple[Decision, DawidSkene]:
+def _label_model(matrix: VoteMatrix) -> tuple[Labelled, DawidSkene]:
     counts = outcome_counts(matrix.votes, matrix.conf)
     model = DawidSkene().fit(counts)
     p_yes = model.predict_proba(counts)
-    threshold = expected_f1_threshold(p_yes)
-    return (p_yes, p_yes >= threshold, threshold), model
+    threshold = f1_threshold(p_yes, p_yes)
+    return (p_yes, p_yes > threshold, threshold), model
 
 
-def _run(method: str, matrix: VoteMatrix) -> Decision:
+def _run(method: str, matrix: VoteMatrix) -> Labelled:
     p_yes = {"weighted": weighted_vote, "majority": majority_vote, "snorkel": snorkel_vote}[method](matrix)
     return p_yes, p_yes > 0.5, 0.5
 
 
-def combine(votes: pa.Table, method: str = "auto", gold: pa.Table | None = None,
+def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table | None = None,
             weights: dict[str, float] | None = None) -> CombineResult:
-    """Combine a votes table into `id`, `p_yes`, `label`; with `gold` (`id`, `label`), `auto` picks by F1."""
+    """Combine votes (a votes table, or one already parsed by `vote_matrix`) into `id`, `p_yes`, `label`.
+
+    With `gold` (`id`, `label`), `auto` picks the method by F1 on it; `weights` apply to a table only.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown combine method {method!r}; use one of: {', '.join(METHODS)}")
-    matrix = vote_matrix(votes, weights)
+    matrix = votes if isinstance(votes, VoteMatrix) else vote_matrix(votes, weights)
     decision, model = _label_model(matrix)
     results = {"label_model": decision}
     candidates: dict[str, dict[str, float]] = {}

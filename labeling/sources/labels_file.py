@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from assay.schemas.questions import LabelsFileSource
 
-from .votes import ABSTAIN, vote_table
+from ..votes import ABSTAIN, vote_table
 
 TRUE_STRINGS = {"1", "true", "yes", "y", "t"}
 FALSE_STRINGS = {"0", "false", "no", "n", "f"}

@@ -7,52 +7,9 @@ import pyarrow as pa
 
 from assay.schemas.questions import QuestionSpec
 
-from .combine import CombineResult, gold_rows, vote_matrix
-from .metrics import binary_scores
-
-
-def source_stats(votes: pa.Table) -> dict[str, dict[str, float]]:
-    """Per source: coverage, overlap (it and another source voted), conflict (another voted the opposite)."""
-    matrix = vote_matrix(votes)
-    cast = matrix.votes >= 0
-    stats = {}
-    for j, name in enumerate(matrix.sources):
-        others = np.delete(matrix.votes, j, axis=1)
-        overlap = cast[:, j] & (others >= 0).any(axis=1)
-        opposite = np.where(matrix.votes[:, j:j + 1] == 1, others == 0, others == 1)
-        conflict = cast[:, j] & opposite.any(axis=1)
-        n = max(len(cast), 1)
-        stats[name] = {"coverage": cast[:, j].sum() / n, "overlap": overlap.sum() / n, "conflict": conflict.sum() / n,
-                       "yes": (matrix.votes[:, j] == 1).sum() / n, "no": (matrix.votes[:, j] == 0).sum() / n}
-    return {name: {k: round(float(v), 4) for k, v in s.items()} for name, s in stats.items()}
-
-
-def agreement_matrix(votes: pa.Table) -> tuple[list[str], np.ndarray]:
-    """Pairwise agreement among records both sources voted on (NaN where they never overlap)."""
-    matrix = vote_matrix(votes)
-    m = len(matrix.sources)
-    agreement = np.full((m, m), np.nan)
-    for a in range(m):
-        for b in range(m):
-            both = (matrix.votes[:, a] >= 0) & (matrix.votes[:, b] >= 0)
-            if both.any():
-                agreement[a, b] = (matrix.votes[both, a] == matrix.votes[both, b]).mean()
-    return matrix.sources, agreement
-
-
-def gold_comparison(votes: pa.Table, result: CombineResult, gold: pa.Table) -> dict[str, dict[str, float]]:
-    """Measured scores on the gold records: each source where it voted, every method, and the combined label."""
-    matrix = vote_matrix(votes)
-    rows, truth = gold_rows(matrix.ids, gold)
-    if not len(rows):
-        return {}
-    scores = {}
-    for j, name in enumerate(matrix.sources):  # a source alone: its abstains count as no
-        scores[f"source:{name}"] = {**binary_scores(truth, matrix.votes[rows, j] == 1),
-                                    "coverage": round(float((matrix.votes[rows, j] >= 0).mean()), 4)}
-    scores.update(result.candidates)
-    scores["combined"] = binary_scores(truth, result.probs.column("label").to_numpy()[rows] == 1)
-    return scores
+from ..votes import VoteMatrix
+from .analysis import VoteAnalysis
+from .combine import CombineResult, gold_rows
 
 
 def _plot_agreement(path, sources: list[str], agreement: np.ndarray, title: str) -> None:
@@ -110,14 +67,15 @@ def _plot_calibration(path, p_yes: np.ndarray, truth: np.ndarray | None, thresho
     plt.close(fig)
 
 
-def write_question_report(report_dir, spec: QuestionSpec, votes: pa.Table, result: CombineResult,
+def write_question_report(report_dir, spec: QuestionSpec, matrix: VoteMatrix, result: CombineResult,
                           gold: pa.Table | None) -> dict[str, dict[str, float]]:
     """Write `<question>.md` and its PNGs into `report_dir`; return the gold scores (empty without gold)."""
     report_dir.mkdir(parents=True, exist_ok=True)
-    stats = source_stats(votes)
-    sources, agreement = agreement_matrix(votes)
-    _plot_agreement(report_dir / f"{spec.id}_agreement.png", sources, agreement, f"{spec.id}: source agreement")
-    scores = gold_comparison(votes, result, gold) if gold is not None else {}
+    analysis = VoteAnalysis(matrix)
+    stats = analysis.source_stats()
+    _plot_agreement(report_dir / f"{spec.id}_agreement.png", matrix.sources, analysis.agreement(),
+                    f"{spec.id}: source agreement")
+    scores = analysis.gold_comparison(result, gold) if gold is not None else {}
     p_yes = result.probs.column("p_yes").to_numpy()
     truth = None
     if scores:

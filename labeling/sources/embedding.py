@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from assay.schemas.models import bundled_minilm
 from assay.schemas.questions import EmbeddingSource, QuestionSpec
 
-from .votes import ABSTAIN, NO, YES, vote_table
+from ..votes import ABSTAIN, NO, YES, vote_table
 
 MAX_TOKENS = 128  # MiniLM reads the first 128 word pieces: enough for a verdict, twice as fast as 256
 SURE_MARGIN = 0.2  # a similarity margin this large is a sure vote (confidence 1)

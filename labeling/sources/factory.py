@@ -10,10 +10,10 @@ from pathlib import Path
 from assay.schemas import LoadedQuestion
 from assay.schemas.questions import EmbeddingSource, LabelsFileSource, LlmSource, LocalLlmSource, RulesSource
 
+from ..votes import Voter
 from .embedding import EmbeddingVoter, TextEmbedder
 from .labels_file import LabelsFileVoter
 from .rules import RulesVoter
-from .votes import Source
 
 TEACHER_KINDS = ("llm", "local_llm")
 
@@ -31,7 +31,7 @@ class SourceFactory:
             self.embedders[model] = TextEmbedder(model, cache_dir=self.run_dir / "cache")
         return self.embedders[model]
 
-    def build(self, loaded: LoadedQuestion, source) -> Source:
+    def build(self, loaded: LoadedQuestion, source) -> Voter:
         """The voter for one source of one question."""
         spec = loaded.spec
         if isinstance(source, RulesSource):
@@ -41,11 +41,11 @@ class SourceFactory:
         if isinstance(source, LabelsFileSource):
             return LabelsFileVoter(source, loaded.path)
         if isinstance(source, LlmSource):
-            from .llm import LlmTeacher
+            from ..teacher.client import LlmTeacher
 
             return LlmTeacher(spec, source, self.run_dir, settings=self.settings, progress=self.progress)
         if isinstance(source, LocalLlmSource):
-            from .local_llm import LocalTeacher
+            from ..local_llm import LocalTeacher
 
             return LocalTeacher(spec, source, progress=self.progress)
         raise ValueError(f"question {spec.id!r}: unknown source kind {source.kind!r}")
