@@ -167,6 +167,18 @@ def train(
                                   threshold_rule=threshold_rule)
     except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
         _fail(error)
+    table, notes = _results_table(results, registry)
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
+    failed = [r.question_id for r in results if r.error]
+    if failed:
+        console.print(f"[red]✗[/red] {len(failed)} question(s) not trained: {', '.join(failed)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _results_table(results: list, registry: Path) -> tuple[Table, list[str]]:
+    """The end-of-run table (one row per question) and the notes under it (decisions, warnings, errors)."""
     with_gold = any("gold" in r.metrics for r in results)
     table = Table(title=f"assay train → {registry}")
     for column in ("question", "ver", "records", "thresh", "held-out F1", "AUC",
@@ -188,13 +200,7 @@ def train(
         notes.append(f"{'[green]✓[/green]' if result.decision.promoted else '·'} {result.question_id} "
                      f"v{result.version.version}: {result.decision.reason}")
         notes += [f"[yellow]![/yellow] {result.question_id}: {w}" for w in result.version.manifest.get("warnings", [])]
-    console.print(table)
-    for note in notes:
-        console.print(note, highlight=False, soft_wrap=True)
-    failed = [r.question_id for r in results if r.error]
-    if failed:
-        console.print(f"[red]✗[/red] {len(failed)} question(s) not trained: {', '.join(failed)}", highlight=False)
-        raise typer.Exit(1)
+    return table, notes
 
 
 def register(app: typer.Typer) -> None:
