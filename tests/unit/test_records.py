@@ -12,7 +12,7 @@ import pytest
 from assay.schemas import RecordReader, RecordsError, input_files
 from assay.schemas.records import REJECTED_SCHEMA
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "examples" / "data" / "jigsaw" / "dev.parquet"
 
 
@@ -65,23 +65,27 @@ def test_jsonl_rejects_bad_lines_with_reasons(tmp_path: Path):
 
 def test_csv_with_bad_bytes_and_malformed_rows(tmp_path: Path):
     path = tmp_path / "in.csv"
-    path.write_bytes(b'id,text,source\n1,"fine, with a comma",web\n2,bad \xff byte,web\n3,too,many,columns\n4,"multi\nline",app\n')
+    path.write_bytes(b'id,text,source\n1,"fine, with a comma",web\n2,bad \xff byte,web\n'
+                     b'3,too,many,columns\n4,"multi\nline",app\n')
     tables, reader = read_all(path)
     good = pa.concat_tables(tables)
     assert good.column("id").to_pylist() == ["1", "4"]
     assert good.column("text").to_pylist() == ["fine, with a comma", "multi\nline"]
-    reasons = sorted(row["reason"] for row in reader.rejects.rows)
-    assert reasons[0].startswith("malformed CSV row") and reasons[1].startswith("text is not UTF-8")
+    rejected = {row["raw"]: row["reason"] for row in reader.rejects.rows}
+    assert len(reader.rejects) == 2, rejected  # 2 kept + 2 rejected = 4 data rows
+    assert rejected[b"bad \xff byte"].startswith("text is not UTF-8"), rejected
+    assert rejected[b"3,too,many,columns"] == "malformed CSV row: 4 columns, expected 3", rejected
 
 
 def test_folder_of_mixed_files_and_cross_file_duplicates(tmp_path: Path):
     pq.write_table(pa.table({"id": ["x", "y"], "text": ["one", "two"]}), tmp_path / "a.parquet")
-    (tmp_path / "b.jsonl").write_text(json.dumps({"id": "y", "text": "dup"}) + "\n" + json.dumps({"id": "z", "text": "three"}) + "\n")
+    rows = [{"id": "y", "text": "dup"}, {"id": "z", "text": "three"}]
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (tmp_path / "notes.txt").write_text("ignored: not a record file")
     assert [p.name for p in input_files(tmp_path)] == ["a.parquet", "b.jsonl"]
     tables, reader = read_all(tmp_path)
     assert [i for t in tables for i in t.column("id").to_pylist()] == ["x", "y", "z"]
-    assert reader.rejects.rows[0]["reason"] == "duplicate id 'y'"
+    assert [row["reason"] for row in reader.rejects.rows] == ["duplicate id 'y'"]
 
 
 def test_unusable_inputs_raise_clear_errors(tmp_path: Path):
@@ -109,9 +113,84 @@ def test_output_is_readable_by_duckdb_and_polars(tmp_path: Path):
     assert pl.read_parquet(path)["toxic_p"].dtype == pl.Float32
 
 
-def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path: Path):
+class DiskFull(OSError):
+    """The injected fault: a specific error, so a test cannot pass on an unrelated one."""
+
+
+def good_file(folder: Path) -> tuple[Path, bytes]:
+    """A complete output file already at the target, as a previous run left it."""
     from assay.schemas import write_parquet_atomic
 
-    with pytest.raises(Exception):
-        write_parquet_atomic("not a table", tmp_path / "x.parquet")  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
+    path = write_parquet_atomic(pa.table({"id": ["old"], "toxic": [True]}), folder / "part-0.parquet")
+    return path, path.read_bytes()
+
+
+def assert_untouched(path: Path, before: bytes) -> None:
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "a temp file was left behind"
+    assert path.read_bytes() == before, "the previous file was changed by a failed write"
+    assert pq.read_table(path).column("id").to_pylist() == ["old"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails_mid_file(tmp_path: Path, monkeypatch):
+    """The real Parquet writer writes a row group into the sink, then the disk fails: the target keeps its old bytes."""
+    from assay.schemas import output, write_parquet_atomic
+
+    target, before = good_file(tmp_path)
+    written = []
+
+    def write_half_then_fail(table, sink, **kwargs):
+        writer = pq.ParquetWriter(sink, table.schema, **kwargs)
+        writer.write_table(table.slice(0, 1))  # a real row group reaches the temp file ...
+        sink.flush()
+        written.append(sink.tell())
+        writer.is_open = False  # abandoned, like a crashed process: no footer is written later by __del__
+        raise DiskFull(28, "No space left on device")  # ... and the rest never does
+
+    monkeypatch.setattr(output.pq, "write_table", write_half_then_fail)
+    new = pa.table({"id": ["a", "b"], "toxic": [False, True]})
+    with pytest.raises(DiskFull, match="No space left"):
+        write_parquet_atomic(new, target)
+    assert written and written[0] > 4, "the fault must come after bytes were written, or this test proves nothing"
+    assert_untouched(target, before)
+
+
+def test_atomic_write_keeps_the_old_file_when_fsync_fails(tmp_path: Path, monkeypatch):
+    """The whole new file is written but never made durable: it must not replace the old one."""
+    from assay.schemas import files, write_parquet_atomic
+
+    target, before = good_file(tmp_path)
+
+    def fsync_fails(fd):
+        raise DiskFull(5, "Input/output error")
+
+    monkeypatch.setattr(files.os, "fsync", fsync_fails)
+    with pytest.raises(DiskFull, match="Input/output"):
+        write_parquet_atomic(pa.table({"id": ["new"], "toxic": [False]}), target)
+    monkeypatch.undo()
+    assert_untouched(target, before)
+
+
+def test_atomic_write_cleans_up_after_an_interrupt(tmp_path: Path, monkeypatch):
+    """Ctrl-C (a BaseException, not an Exception) in the middle of a write leaves no temp file either."""
+    from assay.schemas import output, write_parquet_atomic
+
+    target, before = good_file(tmp_path)
+
+    def interrupted(table, sink, **kwargs):
+        sink.write(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.pq, "write_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_parquet_atomic(pa.table({"id": ["new"], "toxic": [False]}), target)
+    assert_untouched(target, before)
+
+
+def test_atomic_write_replaces_the_old_file_when_it_succeeds(tmp_path: Path):
+    from assay.schemas import write_parquet_atomic
+
+    target, before = good_file(tmp_path)
+    write_parquet_atomic(pa.table({"id": ["new", "newer"], "toxic": [False, True]}), target)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert target.read_bytes() != before
+    assert pq.read_table(target).column("id").to_pylist() == ["new", "newer"]
