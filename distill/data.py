@@ -9,6 +9,7 @@ that names the file and the fix: missing files or columns, ids not in the seed s
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +114,14 @@ def split_holdout(data: QuestionData, fraction: float, seed: int) -> tuple[np.nd
         holdout.append(members[:n_hold])
         train.append(members[n_hold:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(holdout))
+
+
+def class_weights(p_yes: np.ndarray, mode: str) -> tuple[float, float]:
+    """(weight of 'no', weight of 'yes'): balanced = 1/(2 prior), sqrt = its square root, none = 1."""
+    prior = float(np.clip(p_yes.mean(), 1e-3, 1 - 1e-3))
+    balanced = (0.5 / (1 - prior), 0.5 / prior)
+    if mode == "balanced":
+        return balanced
+    if mode == "sqrt":
+        return math.sqrt(balanced[0]), math.sqrt(balanced[1])
+    return 1.0, 1.0

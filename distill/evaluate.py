@@ -3,13 +3,15 @@
 Metrics (precision, recall, F1, AUC, ECE, Brier) on the held-out seed records (against the combined
 labels) and, when given, on a gold file (``assay.labeling.gold.gold_labels``); scoring goes through the
 engine's :class:`~assay.engine.scorer.Scorer`, every adapter of a call in the same batches. A version
-is promoted only when it passes its spec's ``promotion`` thresholds and is not worse than the current
-version on the same evaluation set (gold when there is one, else the new version's hold-out).
+is promoted only when it passes its spec's ``promotion`` gate (:func:`refusal`: labels not degenerate,
+enough held-out yes records, better than TF-IDF + logistic regression on the same labels) and is not
+worse than the current version on the same evaluation set (gold when there is one, else the hold-out).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,7 @@ import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
 from assay.labeling.metrics import precision_recall_f1
-from assay.schemas.questions import QuestionSpec
-
+from assay.schemas.questions import Promotion, QuestionSpec
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
 ECE_BINS = 10
@@ -253,22 +254,64 @@ def evaluate_gold(versions: Sequence[AdapterVersion], gold_path: str | Path, reg
     return out
 
 
+DEGENERATE_FIX = ("read the label report (report/README.md of the label run), add a source or keyword rules "
+                  "that vote the other way, or label a stratified seed (assay label --stratify)")
+
+
+def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) -> str | None:
+    """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, too few
+    held-out yes records, not better than TF-IDF + logistic regression on the same labels, ``min_f1``."""
+    training, hold = version.manifest.get("training", {}), metrics.get("holdout", {})
+    if "yes_rate" not in training or "baseline" not in hold:
+        return ("not promoted: the manifest has no label yes rate or baseline measurement (trained by an older "
+                "assay); retrain it with `assay train`")
+    rate, seed = training["yes_rate"], training["records"] + training["holdout_records"]
+    if rate > rules.max_yes_rate or rate < rules.min_yes_rate:
+        side = "more" if rate > rules.max_yes_rate else "less"
+        return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, {side} "
+                f"than the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate}); "
+                f"{DEGENERATE_FIX}")
+    if hold["positives"] < rules.min_holdout_positives:
+        need = math.ceil(rules.min_holdout_positives * seed / max(hold["positives"], 1))
+        return (f"not promoted: the hold-out holds {hold['positives']} yes record(s), fewer than min_holdout_positives "
+                f"{rules.min_holdout_positives}: its F1 is too uncertain to compare with anything; label more records "
+                f"(assay label --sample {need:,} at this yes rate) or a stratified seed (assay label --stratify)")
+    baseline = hold["baseline"]
+    if rules.beat_baseline and hold["f1"] <= baseline["f1"]:
+        return (f"not promoted: held-out F1 {hold['f1']:.3f} does not beat {baseline['name']} trained on the same labels "
+                f"({baseline['f1']:.3f}); the adapter does not earn its cost here — add sources or rules, label "
+                "more records, or train more layers (--top-layers)")
+    split = "gold" if "gold" in metrics else "holdout"
+    if rules.min_f1 is not None and metrics[split]["f1"] < rules.min_f1:
+        return f"not promoted: {split} F1 {metrics[split]['f1']:.3f} below the spec's min_f1 {rules.min_f1}"
+    if metrics[split]["precision"] < rules.min_precision:
+        return (f"not promoted: {split} precision {metrics[split]['precision']:.3f} below the spec's min_precision "
+                f"{rules.min_precision}")
+    return None
+
+
+def _passed(metrics: dict[str, Any]) -> str:
+    hold = metrics["holdout"]
+    return (f"held-out F1 {hold['f1']:.3f} beats {hold['baseline']['name']} {hold['baseline']['f1']:.3f} "
+            f"({hold['positives']} held-out yes records, ECE {hold['ece']:.3f})")
+
+
 def promote_if_better(registry: Registry, version: AdapterVersion, metrics: dict[str, Any],
                       spec: QuestionSpec, labels_dir: str | Path | None = None,
                       gold_path: str | Path | None = None) -> Decision:
-    """Promote ``version`` if it passes ``spec.promotion`` and is not worse than the current version.
+    """Promote ``version`` if it passes the gate of ``spec.promotion`` (:func:`refusal`) and is not worse
+    than the current version.
 
-    The comparison set is gold when ``metrics`` has it, else the new version's hold-out; the current
-    version is scored on that same set (``labels_dir`` / ``gold_path`` say where it is).
+    The comparison with the current version is on gold when ``metrics`` has it, else on the new
+    version's hold-out; the current version is scored on that same set (``labels_dir`` / ``gold_path``).
     """
+    refused = refusal(version, metrics, spec.promotion)
+    if refused:
+        return Decision(False, refused)
     split = "gold" if "gold" in metrics else "holdout"
     mine = metrics[split]
     labels_dir = labels_dir or version.manifest.get("training", {}).get("labels_dir")
     gold_path = gold_path or mine.get("path")
-    rules = spec.promotion
-    if mine["f1"] < rules.min_f1 or mine["precision"] < rules.min_precision:
-        return Decision(False, f"not promoted: {split} F1 {mine['f1']:.3f} / precision {mine['precision']:.3f} "
-                               f"below the spec's min_f1 {rules.min_f1} / min_precision {rules.min_precision}")
     current = registry.current(version.question_id)
     if current is not None and current.version != version.version:
         try:
@@ -284,6 +327,6 @@ def promote_if_better(registry: Registry, version: AdapterVersion, metrics: dict
             note = f"current v{current.version} had {split} F1 {theirs['f1']:.3f}"
     else:
         note = "first version"
-    reason = f"promoted: {split} F1 {mine['f1']:.3f} passes min_f1 {rules.min_f1}; {note}"
+    reason = f"promoted: {_passed(metrics)}; {note}"
     registry.promote(version.question_id, version.version, reason=reason)
     return Decision(True, reason)

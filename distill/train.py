@@ -17,69 +17,34 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import transformers
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from assay.engine.model import architecture
-from assay.schemas.models import bundled_minilm
+from assay.labeling.pipeline import read_question_summaries
 from assay.schemas.loader import LoadedQuestion
-
-from .cache import LowerLayerCache, upper_layers_only
-from .data import LabelsError, QuestionData, load_question_data, read_seed, split_holdout
-from .evaluate import (Decision, binary_metrics, evaluate_gold, prevalence_threshold, promote_if_better,
-                       reliability_plot, soft_f1_threshold)
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError, base_sha256
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Distillation settings; defaults chosen from the measurements in docs/QUALITY.md and PERFORMANCE.md."""
-
-    top_layers: int = 1
-    max_length: int = 128
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    lora_rank: int = 8
-    lora_alpha: float | None = None  # default 2 x rank
-    target_modules: tuple[str, ...] | None = None  # default: every nn.Linear inside a transformer layer
-    loss: Literal["soft", "confidence"] = "soft"
-    class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
-    holdout: float = 0.2
-    threshold_rule: Literal["prevalence", "f1"] = "prevalence"
-    patience: int = 1
-    seed: int = 0
-    device: str = "cpu"
-    quantize_4bit: bool | None = None  # None: on for CUDA bases over 2 GiB (QLoRA)
-    threads: int | None = None
-
-    @classmethod
-    def for_spec(cls, loaded: LoadedQuestion, **overrides: Any) -> "TrainConfig":
-        """Defaults, then the question's ``training:`` block, then explicit overrides (None = unset)."""
-        training = loaded.spec.training
-        values: dict[str, Any] = {"lora_rank": training.lora_rank, "lora_alpha": training.lora_alpha,
-                                  "top_layers": training.top_layers, "epochs": training.epochs,
-                                  "learning_rate": training.learning_rate,
-                                  "target_modules": tuple(training.target_modules) if training.target_modules else None}
-        values = {k: v for k, v in values.items() if v is not None}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("target_modules"), list):
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
+from .base import TrainConfig, first_adapted_layer, load_base, lora_config, make_cache, resolve_base
+from .baselines import fit_tfidf_lr
+from .cache import LowerLayerCache, upper_layers_only
+from .data import LabelsError, QuestionData, class_weights, load_question_data, read_seed, split_holdout
+from .evaluate import (
+    Decision,
+    binary_metrics,
+    evaluate_gold,
+    prevalence_threshold,
+    promote_if_better,
+    reliability_plot,
+    soft_f1_threshold,
+)
 
 
 @dataclass
@@ -92,91 +57,6 @@ class TrainResult:
     decision: Decision | None = None
     error: str | None = None
     seconds: float = 0.0
-
-
-def resolve_base(loaded: LoadedQuestion, base: str | Path | None) -> Path:
-    """``base`` if given, else the spec's ``training.base_model`` (relative to the question file), else MiniLM."""
-    if base is not None:
-        return Path(base)
-    named = loaded.spec.training.base_model
-    if named:
-        relative = Path(loaded.path).parent / named
-        return relative if relative.exists() else Path(named)
-    return bundled_minilm()
-
-
-def quantization_config(config: TrainConfig, weight_bytes: int = 0):
-    """QLoRA: a 4-bit NF4 ``BitsAndBytesConfig`` (bf16 compute, double quantisation) on CUDA, else None.
-
-    ``quantize_4bit=None`` turns it on for CUDA bases of more than 2 GiB of weights (decoder LLMs).
-    """
-    wanted = config.quantize_4bit if config.quantize_4bit is not None else (
-        config.device == "cuda" and weight_bytes > QLORA_AUTO_BYTES)
-    if not wanted:
-        return None
-    if config.device != "cuda":
-        raise ValueError("4-bit QLoRA needs a CUDA device (bitsandbytes); use device='cuda' or quantize_4bit=False")
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
-
-
-QLORA_AUTO_BYTES = 2 * 1024**3  # on CUDA, bases with more weight bytes than this train as 4-bit QLoRA
-
-
-def _weight_bytes(base: Path) -> int:
-    return sum(p.stat().st_size for p in Path(base).glob("*") if p.suffix in (".safetensors", ".bin"))
-
-
-def load_base(base: Path, config: TrainConfig) -> nn.Module:
-    """The base as a 2-label sequence classifier: fp32, or 4-bit NF4 with bf16 compute for QLoRA on CUDA."""
-    quant = quantization_config(config, _weight_bytes(base))
-    kwargs: dict[str, Any] = {"num_labels": 2}
-    if quant is not None:
-        kwargs.update(quantization_config=quant, device_map={"": 0}, dtype=torch.bfloat16)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the fresh head is expected: no "MISSING" load report
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(base), **kwargs)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = model.config.eos_token_id
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    elif config.device != "cpu":
-        model = model.to(config.device)
-    return model
-
-
-def first_adapted_layer(n_layers: int, config: TrainConfig) -> int:
-    """Index of the lowest layer the adapter touches: everything below it is shared and cached."""
-    return n_layers - min(config.top_layers, n_layers)
-
-
-def lora_config(model: nn.Module, config: TrainConfig) -> LoraConfig:
-    """LoRA on the top ``top_layers`` layers' linears, the classification head trained in full."""
-    arch = architecture(model)
-    targets = config.target_modules or sorted({name.rsplit(".", 1)[-1] for name, module in arch.stages[0].named_modules()
-                                               if isinstance(module, nn.Linear)})
-    layers = list(range(first_adapted_layer(arch.n_layers, config), arch.n_layers))
-    return LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
-                      lora_dropout=0.0, target_modules=list(targets), layers_to_transform=layers,
-                      layers_pattern=arch.layers_path.rsplit(".", 1)[-1], modules_to_save=[arch.head_name])
-
-
-def class_weights(p_yes: np.ndarray, mode: str) -> tuple[float, float]:
-    """(weight of 'no', weight of 'yes'): balanced = 1/(2 prior), sqrt = its square root, none = 1."""
-    prior = float(np.clip(p_yes.mean(), 1e-3, 1 - 1e-3))
-    balanced = (0.5 / (1 - prior), 0.5 / prior)
-    if mode == "balanced":
-        return balanced
-    if mode == "sqrt":
-        return math.sqrt(balanced[0]), math.sqrt(balanced[1])
-    return 1.0, 1.0
 
 
 def distill_loss(logits: torch.Tensor, p_yes: torch.Tensor, weights: tuple[float, float], mode: str) -> torch.Tensor:
@@ -233,25 +113,11 @@ def _held_out_loss(p: np.ndarray, target: np.ndarray) -> float:
     return float(-(target * np.log(p) + (1 - target) * np.log(1 - p)).mean())
 
 
-def make_cache(base: Path, config: TrainConfig, sha: str | None = None) -> LowerLayerCache:
-    """A lower-layer cache for ``base`` at the first adapted layer of ``config`` (its own model instance)."""
-    model = load_base(base, config)
-    layer = first_adapted_layer(architecture(model).n_layers, config)
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    return LowerLayerCache(model, tokenizer, config.max_length, layer, sha or base_sha256(base), device=config.device)
-
-
 def _sources(loaded: LoadedQuestion, labels_dir: Path) -> dict[str, Any]:
     sources = {"spec": [{"name": s.name, "kind": s.kind, "weight": s.weight} for s in loaded.spec.sources]}
-    summary = labels_dir / "summary.json"
-    if summary.is_file():
-        try:
-            run = json.loads(summary.read_text())
-            questions = run.get("questions", run) if isinstance(run, dict) else {}
-            if isinstance(questions, dict) and isinstance(questions.get(loaded.spec.id), dict):
-                sources["label_model"] = questions[loaded.spec.id]
-        except (OSError, json.JSONDecodeError):
-            pass
+    summary = read_question_summaries(labels_dir).get(loaded.spec.id)
+    if isinstance(summary, dict):
+        sources["label_model"] = summary
     return sources
 
 
@@ -307,6 +173,72 @@ def _warnings(hold: QuestionData) -> list[str]:
     return []
 
 
+@dataclass
+class _Fit:
+    """The best epoch of one training run: its held-out loss, number, trainable weights, held-out scores."""
+
+    loss: float
+    epoch: int
+    state: dict[str, torch.Tensor]
+    p_hold: np.ndarray | None
+    history: list[dict[str, float]]
+
+
+def _epoch(model: nn.Module, feed, cache: LowerLayerCache, train: QuestionData, config: TrainConfig,
+           optimizer: torch.optim.Optimizer, weights: tuple[float, float], rng: np.random.Generator,
+           label: str, progress: bool) -> float:
+    """One pass over the training records; returns the mean training loss."""
+    model.train()
+    p_train = torch.from_numpy(train.p_yes)
+    bar = tqdm(_batches(train.texts, cache, config.batch_size, rng), desc=label, unit="batch", disable=not progress,
+               leave=False)
+    total = 0.0
+    for index in bar:
+        logits = _forward(model, feed, cache, [train.texts[i] for i in index], config.device)
+        loss = distill_loss(logits, p_train[index].to(logits.device), weights, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = float(loss.detach())
+        total += value * len(index)
+        bar.set_postfix(loss=f"{value:.4f}")
+    bar.close()
+    return total / len(train)
+
+
+def _fit(model: nn.Module, cache: LowerLayerCache, train: QuestionData, hold: QuestionData, config: TrainConfig,
+         weights: tuple[float, float], progress: bool) -> _Fit:
+    """Train with early stopping on the held-out soft log loss; the model ends with the best epoch's weights."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=config.learning_rate, weight_decay=config.weight_decay)
+    best = _Fit(math.inf, 0, _trainable_state(model), None, [])
+    with upper_layers_only(model.base_model.model, cache.arch, cache.layer) as feed:
+        for epoch in range(1, config.epochs + 1):
+            train_loss = _epoch(model, feed, cache, train, config, optimizer, weights, rng,
+                                f"{train.question_id} epoch {epoch}/{config.epochs}", progress)
+            p_hold = _predict(model, feed, cache, hold.texts, config.device)
+            held = _held_out_loss(p_hold, hold.p_yes)
+            best.history.append({"epoch": epoch, "train_loss": train_loss, "holdout_loss": held})
+            if held < best.loss:
+                best = _Fit(held, epoch, _trainable_state(model), p_hold, best.history)
+            elif epoch - best.epoch >= config.patience:
+                break
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in best.state:
+                param.copy_(best.state[name])
+    return best
+
+
+def holdout_baseline(train: QuestionData, hold: QuestionData, prevalence: float, config: TrainConfig) -> dict[str, Any]:
+    """Held-out metrics of TF-IDF + logistic regression trained on the same labels, same threshold rule."""
+    baseline = fit_tfidf_lr(train, hold, prevalence, class_weight=config.class_weight, seed=config.seed)
+    return {"name": baseline.name, **binary_metrics(baseline.score(hold.texts), hold.label, baseline.threshold,
+                                                    soft=hold.p_yes)}
+
+
 def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry, base: Path, config: TrainConfig,
                     progress: bool, cache: LowerLayerCache | None, data: QuestionData | None,
                     started: float) -> AdapterVersion:
@@ -316,64 +248,26 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
     if cache is None or cache.key != (sha, config.max_length, first_adapted_layer(cache.arch.n_layers, config)):
         cache = make_cache(base, config, sha)  # none given, or one for another base / length / layer
     cache_seconds = cache.fill(data.texts, progress=progress)
-
     train_index, hold_index = split_holdout(data, config.holdout, config.seed)
     train, hold = data.subset(train_index), data.subset(hold_index)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     peft_model = get_peft_model(load_base(base, config), lora_config(cache.model, config))
     weights = class_weights(train.p_yes, config.class_weight)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad],
-                                  lr=config.learning_rate, weight_decay=config.weight_decay)
-    p_train = torch.from_numpy(train.p_yes)
-    best = (math.inf, 0, _trainable_state(peft_model), None)
-    history = []
-    with upper_layers_only(peft_model.base_model.model, cache.arch, cache.layer) as feed:
-        for epoch in range(1, config.epochs + 1):
-            peft_model.train()
-            batches = _batches(train.texts, cache, config.batch_size, rng)
-            bar = tqdm(batches, desc=f"{qid} epoch {epoch}/{config.epochs}", unit="batch", disable=not progress,
-                       leave=False)
-            total = 0.0
-            for index in bar:
-                logits = _forward(peft_model, feed, cache, [train.texts[i] for i in index], config.device)
-                loss = distill_loss(logits, p_train[index].to(logits.device), weights, config.loss)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = float(loss.detach())
-                total += value * len(index)
-                bar.set_postfix(loss=f"{value:.4f}")
-            bar.close()
-            p_hold = _predict(peft_model, feed, cache, hold.texts, config.device)
-            held = _held_out_loss(p_hold, hold.p_yes)
-            history.append({"epoch": epoch, "train_loss": total / len(train), "holdout_loss": held})
-            if held < best[0]:
-                best = (held, epoch, _trainable_state(peft_model), p_hold)
-            elif epoch - best[1] >= config.patience:
-                break
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if name in best[2]:
-                param.copy_(best[2][name])
-    p_hold = best[3]
+    best = _fit(peft_model, cache, train, hold, config, weights, progress)
     prevalence = float(data.p_yes.mean())  # the label model's estimated share of yes records
-    threshold = choose_threshold(p_hold, hold.p_yes, prevalence, config.threshold_rule)
-    holdout_metrics = binary_metrics(p_hold, hold.label, threshold, soft=hold.p_yes)
+    threshold = choose_threshold(best.p_hold, hold.p_yes, prevalence, config.threshold_rule)
+    holdout_metrics = {**binary_metrics(best.p_hold, hold.label, threshold, soft=hold.p_yes),
+                       "baseline": holdout_baseline(train, hold, prevalence, config)}
     arch = architecture(cache.model)
     manifest = {
-        "spec_version": loaded.spec.version,
-        "question": loaded.spec.question,
-        "base_model": str(base),
-        "base_model_sha256": sha,
-        "max_length": config.max_length,
-        "threshold": threshold,
+        "spec_version": loaded.spec.version, "question": loaded.spec.question,
+        "base_model": str(base), "base_model_sha256": sha, "max_length": config.max_length, "threshold": threshold,
         "training": {**asdict(config), "target_modules": list(lora_config(cache.model, config).target_modules),
                      "layers_to_transform": list(range(cache.layer, arch.n_layers)), "labels_dir": str(labels_dir),
                      "records": len(train), "holdout_records": len(hold),
                      "train_positives": float(train.p_yes.sum()), "class_weights": list(weights),
-                     "estimated_prevalence": prevalence,
-                     "best_epoch": best[1], "history": history, "cache_fill_seconds": round(cache_seconds, 2),
+                     "estimated_prevalence": prevalence, "yes_rate": float(data.label.mean()),
+                     "best_epoch": best.epoch, "history": best.history, "cache_fill_seconds": round(cache_seconds, 2),
                      "seconds": round(time.perf_counter() - started, 2)},
         "sources": _sources(loaded, labels_dir),
         "metrics": {"holdout": holdout_metrics},
@@ -382,7 +276,7 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp)
         (Path(tmp) / "holdout_ids.json").write_text(json.dumps(hold.ids))
-        reliability_plot(p_hold, hold.label.astype(np.float64), Path(tmp) / "reliability.png",
+        reliability_plot(best.p_hold, hold.label.astype(np.float64), Path(tmp) / "reliability.png",
                          f"{qid} — held-out seed records (n={len(hold)})")
         return registry.save(qid, tmp, manifest)
 

@@ -181,9 +181,20 @@ class Training(_Strict):
 
 
 class Promotion(_Strict):
-    """Minimum quality on the evaluation set before an adapter becomes current."""
+    """When a newly trained adapter may become current (distill/evaluate.py applies these, in this order)."""
 
-    min_f1: float = Field(default=0.0, ge=0, le=1)
+    max_yes_rate: float = Field(default=0.9, gt=0, le=1, description=(
+        "Refuse labels that say yes to more than this share of the seed (degenerate labels)."))
+    min_yes_rate: float = Field(default=0.005, ge=0, lt=1, description=(
+        "Refuse labels that say yes to less than this share of the seed (degenerate labels)."))
+    min_holdout_positives: int = Field(default=30, ge=1, description=(
+        "Yes records (hard labels) the hold-out needs; below 30 the 95 % interval of the held-out F1 is "
+        "wider than 0.27, too wide to tell an adapter from a baseline."))
+    beat_baseline: bool = Field(default=True, description=(
+        "Promote only when the adapter's held-out F1 beats TF-IDF + logistic regression trained on the "
+        "same labels and decided by the same threshold rule."))
+    min_f1: float | None = Field(default=None, ge=0, le=1, description=(
+        "An absolute floor on the evaluation F1 on top of the baseline comparison (none by default)."))
     min_precision: float = Field(default=0.0, ge=0, le=1)
 
 

@@ -88,7 +88,9 @@ def setup(tmp_path_factory):
                                head="score")
         (adapter / "holdout_ids.json").write_text(json.dumps([f"r{i}" for i in range(0, 100, 4)]))
         registry.save("is_bad", adapter, {"base_model": str(base), "base_model_sha256": base_sha256(base),
-                                          "threshold": 0.5, "max_length": 32, "training": {"labels_dir": str(labels)}})
+                                          "threshold": 0.5, "max_length": 32,
+                                          "training": {"labels_dir": str(labels), "yes_rate": 0.3, "records": 75,
+                                                       "holdout_records": 25}})
     return root, registry, labels
 
 
@@ -103,18 +105,65 @@ def test_evaluate_scores_holdout_and_gold_through_the_engine(setup):
         evaluate(version, None)
 
 
+def gated(holdout: dict, baseline_f1: float = 0.1, positives: int = 40) -> dict:
+    """Metrics as training leaves them: held-out metrics with the TF-IDF baseline's beside them."""
+    return {"holdout": {"precision": 1.0, "ece": 0.05, "positives": positives, **holdout,
+                        "baseline": {"name": "tfidf_lr", "f1": baseline_f1}}}
+
+
+LENIENT = {"min_holdout_positives": 1}  # the fixture's hold-out has 25 records
+
+
 def test_promotion_follows_the_spec_thresholds_and_the_current_version(setup, tmp_path):
     root, _, labels = setup
     registry = Registry(tmp_path / "reg")
     shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
     one, two = registry.get("is_bad", 1), registry.get("is_bad", 2)
-    strict = promote_if_better(registry, one, {"holdout": {"f1": 0.4, "precision": 0.9}}, spec(promotion={"min_f1": 0.5}))
+    strict = promote_if_better(registry, one, gated({"f1": 0.4}), spec(promotion={"min_f1": 0.5}))
     assert not strict.promoted and "below the spec's min_f1 0.5" in strict.reason and registry.current("is_bad") is None
-    first = promote_if_better(registry, one, evaluate(one, labels), spec())
+    first = promote_if_better(registry, one, gated(evaluate(one, labels)["holdout"], 0.0), spec(promotion=LENIENT))
     assert first.promoted and "first version" in first.reason and registry.current_version("is_bad") == 1
+    assert "ECE" in first.reason and "beats tfidf_lr 0.000" in first.reason
     mine, theirs = evaluate(two, labels), evaluate(one, labels, holdout_of=two)
-    decision = promote_if_better(registry, two, mine, spec())
+    decision = promote_if_better(registry, two, gated(mine["holdout"], 0.0), spec(promotion=LENIENT))
     assert decision.promoted == (mine["holdout"]["f1"] >= theirs["holdout"]["f1"])
     assert f"{theirs['holdout']['f1']:.3f}" in decision.reason
-    better = promote_if_better(registry, two, {"holdout": {"f1": 1.0, "precision": 1.0}}, spec())
+    better = promote_if_better(registry, two, gated({"f1": 1.0}), spec())
     assert better.promoted and registry.current_version("is_bad") == 2
+
+
+def test_each_refusal_reason_says_what_to_do(setup, tmp_path):
+    root, _, _ = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    one = registry.get("is_bad", 1)
+    refused = {
+        "baseline": promote_if_better(registry, one, gated({"f1": 0.60}, baseline_f1=0.62), spec()),
+        "tie": promote_if_better(registry, one, gated({"f1": 0.62}, baseline_f1=0.62), spec()),
+        "positives": promote_if_better(registry, one, gated({"f1": 0.9}, positives=6), spec()),
+        "old": promote_if_better(registry, one, {"holdout": {"f1": 0.9, "precision": 0.9}}, spec()),
+        "precision": promote_if_better(registry, one, gated({"f1": 0.9, "precision": 0.2}),
+                                       spec(promotion={"min_precision": 0.5})),
+    }
+    assert all(not d.promoted for d in refused.values()) and registry.current("is_bad") is None
+    assert "does not beat tfidf_lr trained on the same labels (0.620)" in refused["baseline"].reason
+    assert "label more records" in refused["baseline"].reason and "does not beat" in refused["tie"].reason
+    assert "holds 6 yes record(s), fewer than min_holdout_positives 30" in refused["positives"].reason
+    assert "--sample 500" in refused["positives"].reason and "--stratify" in refused["positives"].reason
+    assert "retrain it with `assay train`" in refused["old"].reason
+    assert "min_precision 0.5" in refused["precision"].reason
+    off = promote_if_better(registry, one, gated({"f1": 0.5}, baseline_f1=0.6), spec(promotion={"beat_baseline": False}))
+    assert off.promoted
+
+
+@pytest.mark.parametrize("yes_rate", [0.96, 1.0, 0.001])
+def test_degenerate_labels_are_never_promoted(setup, tmp_path, yes_rate):
+    root, _, _ = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    version = registry.update_manifest(registry.get("is_bad", 1),
+                                       training={**registry.get("is_bad", 1).manifest["training"], "yes_rate": yes_rate})
+    decision = promote_if_better(registry, version, gated({"f1": 0.99}), spec())
+    assert not decision.promoted and registry.current("is_bad") is None
+    assert f"degenerate labels — they say yes to {yes_rate:.1%} of the 100 seed records" in decision.reason
+    assert "assay label --stratify" in decision.reason and "add a source" in decision.reason

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from assay.distill.cache import upper_layers_only
 from assay.distill.data import LabelsError, load_question_data, split_holdout
 from assay.schemas.registry import Registry
-from assay.distill.train import (TrainConfig, _forward, load_base, lora_config, make_cache, quantization_config,
-                                 train_question, train_questions)
+from assay.distill.base import TrainConfig, load_base, lora_config, make_cache, quantization_config
+from assay.distill.train import _forward, train_question, train_questions
 from assay.flows.cli import app
 from assay.schemas.loader import LoadedQuestion
 from assay.schemas.questions import QuestionSpec
@@ -175,8 +175,9 @@ def test_train_questions_promotes_and_engine_matches_peft(llama, tmp_path):
     texts = make_texts(60, seed=7)
     pq.write_table(pa.table({"id": [f"g{i}" for i in range(60)], "text": texts,
                              "is_bad": [int(bool(BAD & set(t.split()))) for t in texts]}), gold)
-    questions = [loaded(tmp_path, "is_bad", promotion={"min_f1": 0.5}),
-                 loaded(tmp_path, "rude", promotion={"min_f1": 0.99, "min_precision": 0.99})]
+    lenient = {"min_holdout_positives": 5, "beat_baseline": False}  # a 40-record hold-out; TF-IDF finds the words
+    questions = [loaded(tmp_path, "is_bad", promotion={"min_f1": 0.5, **lenient}),
+                 loaded(tmp_path, "rude", promotion={"min_f1": 0.99, "min_precision": 0.99, **lenient})]
     results = train_questions(questions, labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False, **TINY)
     by_id = {r.question_id: r for r in results}
     assert by_id["is_bad"].decision.promoted, by_id["is_bad"].decision
@@ -200,7 +201,7 @@ def test_train_questions_promotes_and_engine_matches_peft(llama, tmp_path):
 
     # retraining the same labels: the new version is evaluated against the current on the same records
     # (no min_f1 this time, so that the comparison with the current version decides)
-    again = train_questions([loaded(tmp_path, "is_bad")], labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False,
+    again = train_questions([loaded(tmp_path, "is_bad", promotion=lenient)], labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False,
                             **{**TINY, "epochs": 1, "learning_rate": 1e-6})
     assert not again[0].decision.promoted and "worse than current v1" in again[0].decision.reason
     assert registry.current_version("is_bad") == 1
@@ -252,3 +253,33 @@ def test_a_rare_question_trains_with_a_warning_about_its_hold_out(llama, tmp_pat
                              **{**TINY, "epochs": 1})
     assert version.manifest["training"]["holdout_records"] == 20
     assert "threshold and the held-out metrics are unreliable" in version.manifest["warnings"][0]
+
+
+def test_degenerate_labels_train_but_are_never_promoted(llama, tmp_path):
+    """The emotion-corpus failure: labels that say yes to nearly everything. All-yes labels cannot train at
+    all; 95 % yes trains, measures its baseline, and is refused with what to do."""
+    questions = [loaded(tmp_path, "is_bad")]
+    everything = write_labels(tmp_path / "all", n=200, p_yes=np.full(200, 0.9, np.float32))
+    result = train_questions(questions, everything, tmp_path / "reg", base=llama, progress=False, **TINY)[0]
+    assert result.version is None and "0 record(s) with p_yes < 0.5" in result.error
+    p_yes = np.full(200, 0.9, np.float32)
+    p_yes[:10] = 0.1
+    nearly = write_labels(tmp_path / "nearly", n=200, p_yes=p_yes)
+    result = train_questions(questions, nearly, tmp_path / "reg", base=llama, progress=False, **TINY)[0]
+    assert result.version is not None and not result.decision.promoted
+    assert "degenerate labels — they say yes to 95.0% of the 200 seed records" in result.decision.reason
+    baseline = result.version.manifest["metrics"]["holdout"]["baseline"]
+    assert baseline["name"] == "tfidf_lr" and 0 <= baseline["f1"] <= 1 and "ece" in baseline
+    assert Registry(tmp_path / "reg").current("is_bad") is None
+
+
+def test_an_adapter_that_does_not_beat_tfidf_on_its_labels_is_refused(llama, tmp_path):
+    """Labels a bag of words separates perfectly: TF-IDF + LR reaches held-out F1 near 1, so the tiny adapter
+    (one epoch, learning rate too low to learn) cannot beat it and stays unpromoted."""
+    labels = write_labels(tmp_path / "labels", n=400)
+    question = loaded(tmp_path, "is_bad", promotion={"min_holdout_positives": 5})
+    result = train_questions([question], labels, tmp_path / "reg", base=llama, progress=False,
+                             **{**TINY, "epochs": 1, "learning_rate": 1e-6})[0]
+    hold = result.version.manifest["metrics"]["holdout"]
+    assert hold["baseline"]["f1"] > 0.9 and hold["f1"] < hold["baseline"]["f1"]
+    assert not result.decision.promoted and "does not beat tfidf_lr" in result.decision.reason
