@@ -47,7 +47,7 @@ from kafka_broker import KafkaBroker  # noqa: E402
 
 from assay.schemas.registry import Registry  # noqa: E402
 from assay.engine.scorer import Scorer  # noqa: E402
-from assay.engine.stream import consume, produce  # noqa: E402
+from assay.engine.stream import StreamConfig, consume, produce  # noqa: E402
 
 console = Console()
 
@@ -91,8 +91,9 @@ def stream_run(scorer: Scorer, bootstrap: str, records_path: Path, n: int, args:
     sent = produce(records_path, bootstrap, topic, progress=False)
     produce_s = time.perf_counter() - start
     output = work / topic
-    summary = consume(scorer, bootstrap, topic, f"bench-{topic}", output, until_end=True,
-                      batch_records=args.batch_records, batch_seconds=args.batch_seconds, log_seconds=5)
+    summary = consume(StreamConfig(bootstrap, topic, f"bench-{topic}", output, until_end=True,
+                                   batch_records=args.batch_records, batch_seconds=args.batch_seconds,
+                                   log_seconds=5), scorer)
     ids = pa.concat_tables(pq.read_table(f, columns=["id"]) for f in (output / topic).glob("p*/*.parquet"))
     assert sent == n and summary.records == n and len(set(ids.column("id").to_pylist())) == n == ids.num_rows
     return {"produce_s": produce_s, "consume_s": summary.seconds, "startup_s": summary.startup_seconds,

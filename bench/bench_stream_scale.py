@@ -44,7 +44,7 @@ from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
 
 from assay.engine.stream import produce  # noqa: E402
-from assay.engine.stream_files import segments  # noqa: E402
+from assay.engine.stream.files import segments  # noqa: E402
 
 console = Console()
 QUESTIONS = ("toxic", "insult", "threat")

@@ -107,7 +107,7 @@ def _exclusive(output: Path) -> Iterator[None]:
         yield
 
 
-def _total_records(path: Path) -> int | None:
+def total_records(path: Path) -> int | None:
     """Row count when every input file is Parquet (read from the footers), else unknown."""
     files = input_files(path)
     if all(FORMATS[f.suffix.lower()] == "parquet" for f in files):
@@ -132,7 +132,7 @@ def score_files(scorer: Scorer, input_path: str | Path, output: str | Path, file
         reader = RecordReader(input_path, batch_rows=min(file_rows, 10_000))
         truncated_before, started = scorer.truncated, time.perf_counter()
         scored = skipped = 0
-        bar = tqdm(total=_total_records(input_path), unit="rec", desc="scoring", disable=not show_progress,
+        bar = tqdm(total=total_records(input_path), unit="rec", desc="scoring", disable=not show_progress,
                    dynamic_ncols=True)
         with bar:
             for index, part in enumerate(_parts(reader, file_rows)):

@@ -42,10 +42,10 @@ def score_snapshot(registry: str, scores: str, input: str | None = None, bootstr
         done = {"source": str(input), "scored": summary.scored, "resumed": summary.skipped,
                 "rejects": summary.rejects, "run_id": summary.run_id}
     else:
-        from assay.engine.stream import consume
+        from assay.engine.stream import StreamConfig, consume
 
-        summary = consume(scorer, bootstrap=bootstrap, topic=topic, group=group, output=scores, until_end=True,
-                          device=device)
+        summary = consume(StreamConfig(bootstrap=bootstrap, topic=topic, group=group, output=scores, until_end=True),
+                          scorer)
         done = {"source": f"kafka://{bootstrap}/{topic}", "scored": summary.records, "resumed": 0,
                 "rejects": summary.dead_letters, "run_id": summary.run_id}
     done.update(seconds=time.perf_counter() - started, adapters=adapters, questions=scorer.question_ids,

@@ -20,12 +20,14 @@ def stream_consumer(registry: str, bootstrap: str, topic: str, output: str, grou
                     until_end: bool = False) -> dict[str, Any]:
     """Consume ``topic`` and write every question's answers to Parquet under ``output`` until stopped
     (SIGTERM, or with ``until_end`` the end offsets seen at start)."""
-    from assay.engine.stream import consume
+    from assay.engine.scorer import Scorer
+    from assay.engine.stream import StreamConfig, consume
 
     logger = get_run_logger()
     logger.info("consuming %s from %s as group %s into %s", topic, bootstrap, group, output)
-    summary = consume(registry, bootstrap=bootstrap, topic=topic, group=group, output=output, until_end=until_end,
-                      dead_letter=dead_letter, reload_seconds=reload_seconds, device=device)
+    config = StreamConfig(bootstrap=bootstrap, topic=topic, group=group, output=output, until_end=until_end,
+                          dead_letter=dead_letter, reload_seconds=reload_seconds)
+    summary = consume(config, Scorer.from_registry(registry, device=device))
     logger.info("stopped (%s) after %s records, %s dead letters", summary.stopped_by, f"{summary.records:,}",
                 f"{summary.dead_letters:,}")
     return {**asdict(summary), "output": str(summary.output)}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+
+if TYPE_CHECKING:  # importing assay.engine loads torch: only when a command runs, not for `assay --help`
+    from assay.engine.stream import ConsumeSummary, StreamConfigError
 
 console = Console(stderr=True)
 
@@ -24,44 +28,64 @@ def consume(
                                            help="Folder for bad messages (default OUTPUT/_dead_letters), "
                                                 "or kafka:TOPIC."),
     questions: str | None = typer.Option(None, "--questions", help="Comma-separated question ids (default: all)."),
-    batch_records: int = typer.Option(2_000, "--batch-records", min=1, help="Records per micro-batch (at most)."),
-    batch_seconds: float = typer.Option(2.0, "--batch-seconds", min=0.01,
-                                        help="Cut a micro-batch after this many seconds, even if not full."),
-    max_in_flight: int = typer.Option(2, "--max-in-flight", min=1,
-                                      help="Micro-batches scored/written at once; beyond, fetching pauses."),
-    reload_seconds: float = typer.Option(60.0, "--reload-seconds", min=0.0,
-                                         help="Check the registry for newly promoted adapters this often."),
-    metrics_port: int | None = typer.Option(None, "--metrics-port", min=1, max=65535,
+    batch_records: int | None = typer.Option(None, "--batch-records", help="Records per micro-batch (at most)."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds",
+                                               help="Cut a micro-batch after this many seconds, even if not full."),
+    max_in_flight: int | None = typer.Option(None, "--max-in-flight",
+                                             help="Micro-batches scored/written at once; beyond, fetching pauses."),
+    reload_seconds: float | None = typer.Option(None, "--reload-seconds",
+                                                help="Check the registry for newly promoted adapters this often."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve Prometheus metrics on this port (/metrics)."),
-    log_seconds: float = typer.Option(15.0, "--log-seconds", min=0.1, help="One status line this often."),
-    max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1,
-                                       help="Longer texts go to the dead letters."),
-    session_timeout: float = typer.Option(10.0, "--session-timeout", min=1.0,
-                                          help="Seconds before the group gives a dead member's partitions away."),
+    log_seconds: float | None = typer.Option(None, "--log-seconds", help="One status line this often."),
+    max_text_chars: int | None = typer.Option(None, "--max-text-chars", help="Longer texts go to the dead letters."),
+    session_timeout: float | None = typer.Option(None, "--session-timeout",
+                                                 help="Seconds before the group gives a dead member's partitions "
+                                                      "away."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
-    """Score a Kafka topic's messages into Parquet, exactly once, as a member of a consumer group."""
+    """Score a Kafka topic's messages into Parquet, exactly once, as a member of a consumer group.
+
+    Settings not given take StreamConfig's defaults (listed in docs/streaming.md).
+    """
     from kafka.errors import KafkaError
 
+    from assay.engine.adapters import AdapterError
+    from assay.engine.scorer import Scorer
+    from assay.engine.stream import StreamConfig, StreamConfigError
+    from assay.engine.stream import consume as run_consume
     from assay.schemas.registry import RegistryError
 
-    from assay.engine.adapters import AdapterError
-    from assay.engine.stream import consume as run_consume
-
+    given = {"dead_letter": dead_letter, "batch_records": batch_records, "batch_seconds": batch_seconds,
+             "max_in_flight": max_in_flight, "reload_seconds": reload_seconds, "metrics_port": metrics_port,
+             "log_seconds": log_seconds, "max_text_chars": max_text_chars, "session_timeout_s": session_timeout}
+    try:
+        config = StreamConfig(bootstrap=bootstrap, topic=topic, group=group, output=output, until_end=until_end,
+                              **{name: value for name, value in given.items() if value is not None})
+    except StreamConfigError as error:
+        raise _usage_error(error) from None
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console,
                         show_path=False, markup=False)])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     wanted = [q.strip() for q in questions.split(",") if q.strip()] if questions else None
     try:
-        summary = run_consume(registry, bootstrap, topic, group, output, until_end=until_end,
-                              dead_letter=dead_letter, questions=wanted, batch_records=batch_records,
-                              batch_seconds=batch_seconds, max_in_flight=max_in_flight, reload_seconds=reload_seconds,
-                              metrics_port=metrics_port, log_seconds=log_seconds, max_text_chars=max_text_chars,
-                              session_timeout_s=session_timeout, device=device)
+        scorer = Scorer.from_registry(registry, questions=wanted, device=device)
+        summary = run_consume(config, scorer)
     except (AdapterError, RegistryError, KafkaError, KeyError, ValueError, OSError) as error:
         console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-    table = Table(title=f"assay consume {topic} → {summary.output}", show_header=False)
+        raise typer.Exit(1) from None
+    _print_summary(summary)
+
+
+def _usage_error(error: StreamConfigError) -> typer.BadParameter:
+    """A setting out of range as a usage error that names the option (exit status 2, like any bad option)."""
+    option = "--session-timeout" if error.field == "session_timeout_s" else "--" + error.field.replace("_", "-")
+    return typer.BadParameter(error.problem, param_hint=f"'{option}'")
+
+
+def _print_summary(summary: ConsumeSummary) -> None:
+    """The run's figures as one table on stderr."""
+    table = Table(title=f"assay consume {summary.topic} → {summary.output}", show_header=False)
     for name, value in [
         ("group / run id", f"{summary.group} / {summary.run_id}"),
         ("stopped by", summary.stopped_by),
@@ -85,15 +109,14 @@ def produce(
     """Load records into a Kafka topic, for trials, tests and replays."""
     from kafka.errors import KafkaError
 
-    from assay.schemas.records import RecordsError
-
     from assay.engine.stream import produce as run_produce
+    from assay.schemas.records import RecordsError
 
     try:
         sent = run_produce(path, bootstrap, topic, key=None if no_key else key)
     except (RecordsError, KafkaError, OSError) as error:
         console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"[green]✓[/green] {sent:,} messages sent to {topic}", highlight=False)
 
 

@@ -21,16 +21,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from engine_fixtures import WORDS, make_adapter, make_llama_base, publish
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-
-from assay.schemas.registry import Registry
-from assay.engine.scorer import Scorer
-from assay.engine.stream import KAFKA_METADATA_KEY, consume, produce
-from assay.engine.stream_files import partition_dir, segment_path, segments
-from assay.schemas.output import RunMetadata, write_parquet_atomic
-from engine_fixtures import WORDS, make_adapter, make_llama_base, publish
 from kafka_broker import free_ports
+
+from assay.engine.scorer import Scorer
+from assay.engine.stream import KAFKA_METADATA_KEY, StreamConfig, consume, produce
+from assay.engine.stream.files import partition_dir, segment_path, segments
+from assay.schemas.output import RunMetadata, write_parquet_atomic
+from assay.schemas.registry import Registry
 
 pytestmark = pytest.mark.kafka
 
@@ -103,6 +103,11 @@ def _start(procs: list, registry: Path, bootstrap: str, topic: str, group: str, 
     return procs[-1]
 
 
+def _config(bootstrap: str, topic: str, group: str, output: Path, **settings) -> StreamConfig:
+    """An in-process consumer's settings: up to the end offsets, with the broker's shortest session."""
+    return StreamConfig(bootstrap, topic, group, output, until_end=True, session_timeout_s=6, **settings)
+
+
 def _answer_files(output: Path, topic: str) -> list[Path]:
     return sorted((output / topic).glob("p*/*.parquet"))
 
@@ -173,8 +178,7 @@ def _kill_and_restart(procs, registry, scorer, bootstrap, tmp_path, n: int) -> N
         assert proc.wait(30) == -signal.SIGKILL
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in _answer_files(output, topic))
     assert written < n, "the consumer finished before the last kill: nothing was tested"
-    summary = consume(scorer, bootstrap, topic, group, output, until_end=True, batch_records=500,
-                      batch_seconds=0.5, session_timeout_s=6)
+    summary = consume(_config(bootstrap, topic, group, output, batch_records=500, batch_seconds=0.5), scorer)
     assert summary.stopped_by == "end" and summary.records == n - written
     _check_exactly_once(output, topic, records, scorer)
     assert _committed(bootstrap, topic, group) == _file_ends(output, topic)
@@ -241,7 +245,7 @@ def test_two_consumers_one_killed_then_sigterm(procs, registry, scorer, kafka_br
     assert _committed(bootstrap, topic, group) == _file_ends(output, topic)
     written = sum(pq.ParquetFile(p).metadata.num_rows for p in _answer_files(output, topic))
     assert written < records.num_rows, "nothing left when SIGTERM came: the test did not test it"
-    consume(scorer, bootstrap, topic, group, output, until_end=True, batch_records=500, session_timeout_s=6)
+    consume(_config(bootstrap, topic, group, output, batch_records=500), scorer)
     _check_exactly_once(output, topic, records, scorer)
 
 
@@ -261,7 +265,8 @@ def test_files_written_but_not_committed_are_kept_and_skipped(scorer, kafka_brok
         messages += reader.poll(timeout_ms=1000, max_records=100 - len(messages)).get(tp, [])
     reader.close()
     rows = [json.loads(m.value) for m in messages]
-    answers = scorer.score_table(pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]}), "crashed")
+    texts = pa.table({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
+    answers = scorer.score_table(texts, "crashed")
     answers = answers.append_column(pa.field("metadata", pa.string()), pa.array([json.dumps({"source": "test"})] * 100))
     done = write_parquet_atomic(answers, segment_path(output, topic, 0, 0, 100))
     stale = [segment_path(output / "_dead_letters", topic, 0, 100, 180), done.with_name(".x.parquet.123.tmp")]
@@ -269,7 +274,7 @@ def test_files_written_but_not_committed_are_kept_and_skipped(scorer, kafka_brok
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"left by the crash")
     inode = done.stat().st_ino
-    summary = consume(scorer, bootstrap, topic, "g-window", output, until_end=True, session_timeout_s=6)
+    summary = consume(_config(bootstrap, topic, "g-window", output), scorer)
     assert summary.records == 500 and done.stat().st_ino == inode and not any(p.exists() for p in stale)
     _check_exactly_once(output, topic, records, scorer)
 
@@ -294,8 +299,8 @@ def test_malformed_messages_go_to_dead_letters(scorer, kafka_broker, tmp_path):
                 bad_keys[key] = reason
     producer.flush()
     producer.close()
-    summary = consume(scorer, bootstrap, topic, "g-bad", output, until_end=True, batch_records=250,
-                      batch_seconds=0.3, max_text_chars=300, session_timeout_s=6)
+    summary = consume(_config(bootstrap, topic, "g-bad", output, batch_records=250, batch_seconds=0.3,
+                              max_text_chars=300), scorer)
     assert summary.records == 600 and summary.dead_letters == len(bad_keys)
     _check_exactly_once(output, topic, good, scorer)
     dead = pa.concat_tables([pq.read_table(p) for p in sorted((output / "_dead_letters" / topic).glob("p*/*.parquet"))])
@@ -305,7 +310,8 @@ def test_malformed_messages_go_to_dead_letters(scorer, kafka_broker, tmp_path):
         assert row["topic"] == topic and row["offset"] >= 0
     assert {row["raw"] for row in dead.to_pylist()} == set(bad)
     for folder in (output / "_dead_letters" / topic).iterdir():  # dead letters follow the answers' naming
-        assert {p.name for _, _, p in segments(folder)} <= {p.name for _, _, p in segments(output / topic / folder.name)}
+        answered = {p.name for _, _, p in segments(output / topic / folder.name)}
+        assert {p.name for _, _, p in segments(folder)} <= answered
 
 
 def test_dead_letters_to_a_topic(scorer, kafka_broker, tmp_path):
@@ -317,8 +323,7 @@ def test_dead_letters_to_a_topic(scorer, kafka_broker, tmp_path):
     for value in (b"\xff", b"{oops", b'{"id": "z"}'):
         producer.send(topic, key=b"bad", value=value)
     producer.close()
-    summary = consume(scorer, bootstrap, topic, "g-dlt", output, until_end=True, dead_letter=f"kafka:{dead_topic}",
-                      session_timeout_s=6)
+    summary = consume(_config(bootstrap, topic, "g-dlt", output, dead_letter=f"kafka:{dead_topic}"), scorer)
     assert summary.records == 100 and summary.dead_letters == 3 and not (output / "_dead_letters").exists()
     reader = KafkaConsumer(dead_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                            consumer_timeout_ms=5000)
@@ -339,12 +344,12 @@ def test_reload_picks_up_a_promoted_adapter_and_says_so(registry, kafka_broker, 
     local = Scorer.from_registry(Registry(copy))
     topic, output = _topic(bootstrap), tmp_path / "out"
     _load(bootstrap, topic, _texts(200, seed=5), tmp_path)
-    consume(local, bootstrap, topic, "g-reload", output, until_end=True, session_timeout_s=6)
+    consume(_config(bootstrap, topic, "g-reload", output), local)
     base = Path(json.loads((copy / "toxic" / "1" / "manifest.json").read_text())["base_model"])
     adapter = make_adapter(base, tmp_path / "v2", 99, 4, ["q_proj", "v_proj"], head="score")
     publish(copy, "toxic", 2, adapter, base, max_length=64)
     _load(bootstrap, topic, _texts(200, seed=6), tmp_path)
-    consume(local, bootstrap, topic, "g-reload", output, until_end=True, reload_seconds=0, session_timeout_s=6)
+    consume(_config(bootstrap, topic, "g-reload", output, reload_seconds=0), local)
     versions = {}
     for path in _answer_files(output, topic):
         schema = pq.read_schema(path)

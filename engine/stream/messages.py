@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-DEFAULT_MAX_TEXT_CHARS = 100_000
+from assay.schemas.records import check_record
 
 DEAD_LETTER_SCHEMA = pa.schema([
     pa.field("topic", pa.string(), nullable=False),
@@ -34,10 +34,9 @@ class Record:
     metadata: str | None
 
 
-def parse_message(value: bytes | None, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Record | str:
-    """The record in a message value, or the reason (a string) why it cannot be scored."""
-    from assay.schemas.records import check_record
-
+def parse_message(value: bytes | None, max_text_chars: int) -> Record | str:
+    """The record in a message value, or the reason (a string) why it cannot be scored (a text over
+    ``max_text_chars`` characters is one)."""
     if value is None:
         return "empty message (null value, e.g. a tombstone)"
     try:
