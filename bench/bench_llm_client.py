@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from assay.labeling.llm import LlmTeacher
+from assay.labeling.teacher import LlmTeacher
+from assay.labeling.teacher.settings import Settings
 from assay.schemas import load_questions
 from assay.schemas.questions import LlmSource
-from assay.schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

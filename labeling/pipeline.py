@@ -116,7 +116,7 @@ def _settings(budget_usd: float | None, questions: list[LoadedQuestion]):
     """Deployment settings, loaded only when a question has a teacher; `budget_usd` overrides the file."""
     if not any(s.kind in TEACHER_KINDS for q in questions for s in q.spec.sources):
         return None
-    from assay.schemas.settings import load_settings
+    from assay.labeling.teacher.settings import load_settings
 
     settings = load_settings()
     return settings.model_copy(update={"budget_usd": budget_usd}) if budget_usd else settings

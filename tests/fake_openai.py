@@ -4,7 +4,11 @@
 `logprobs`/`top_logprobs`, `POST /v1/files`, `GET /v1/files/{id}/content`, `POST /v1/batches`,
 `GET /v1/batches/{id}`), answers from a function of the record text (e.g. the recorded GPT-4 answers of
 `examples/data/jigsaw/teacher_gpt4.parquet` replayed by text), injects faults on request (429 with
-Retry-After, 5xx, timeouts, slow and malformed answers) and COUNTS everything it receives.
+Retry-After, 5xx, timeouts, slow and malformed answers) and COUNTS everything it receives. It keeps its own
+`request_log` (one entry per chat request or uploaded batch file, with the SHA-256 of every record text it
+carried), lists files and batches (`GET /v1/files`, `GET /v1/batches`, newest first, with the batch
+`metadata`), and can `hold` a request at a point (before an upload, before or after a batch creation) so a
+test can kill the client there. `stub_dns` replaces the system resolver for a test (never real DNS).
 
     with FakeOpenAI(answer=lambda text: 0.9, latency_s=0.05) as fake:
         ...  # point an LlmSource at fake.base_url
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import email.parser
 import email.policy
+import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -40,6 +46,36 @@ Answer = Callable[[str], "float | str"]
 # fault(text, attempt) -> None or one of: "429", "429:<retry-after s>", "500", "503", "401", "400-logprobs",
 # "timeout", "slow:<s>", "malformed" (HTTP 200 with a non-JSON body); attempt counts from 1 per text
 Fault = Callable[[str, int], "str | None"]
+
+
+def stub_dns(monkeypatch, names: dict[str, list[str] | Callable[[], list[str]]]) -> list[str]:
+    """Replace the system resolver (`socket.getaddrinfo`) for the test: `names` maps a host to its addresses
+    (or to a function returning them, for a resolver that changes its answers); IP literals resolve to
+    themselves; any other name fails as unknown. Nothing is ever looked up for real. Returns the log of
+    the names (not IP literals) asked for."""
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        host = host.decode() if isinstance(host, bytes) else str(host)
+        try:
+            answer = [str(ipaddress.ip_address(host.strip("[]")))]
+        except ValueError:
+            try:  # like the C library: 134744072, 0x08080808, 010.8.8.8 and 8.8.2056 are IPv4 addresses
+                answer = [socket.inet_ntoa(socket.inet_aton(host))]
+            except OSError:
+                answer = None
+        if answer is None:
+            asked.append(host)
+            answer = names.get(host.lower().rstrip("."))
+            if answer is None:
+                raise socket.gaierror(socket.EAI_NONAME, f"stub resolver: unknown name {host!r}") from None
+        addresses = answer() if callable(answer) else answer
+        port = int(port or 0)
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, port, 0, 0) if ":" in a else (a, port)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
 
 
 def record_text(prompt: str) -> str:
@@ -96,7 +132,8 @@ class FakeOpenAI:
     """A FAKE OpenAI-compatible server on 127.0.0.1 in a background thread, with request counters."""
 
     def __init__(self, answer: Answer = keyword_answer, latency_s: float = 0.0, fault: Fault | None = None,
-                 logprobs: bool = True, batch_polls: int = 2, timeout_sleep_s: float = 2.0, port: int = 0):
+                 logprobs: bool = True, batch_polls: int = 2, timeout_sleep_s: float = 2.0, port: int = 0,
+                 host: str = "127.0.0.1"):
         self.answer, self.latency_s, self.fault = answer, latency_s, fault
         self.logprobs, self.batch_polls, self.timeout_sleep_s = logprobs, batch_polls, timeout_sleep_s
         self.lock = threading.RLock()
@@ -110,14 +147,47 @@ class FakeOpenAI:
         self.hits: Counter = Counter()
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
-        self._server = _Server(("127.0.0.1", port), self._handler())
+        self.request_log: list[dict] = []  # the server's own log: one entry per request received, in order
+        self.holds: dict[str, threading.Event] = {}  # point -> released; see hold()
+        self.reached: dict[str, threading.Event] = {}
+        self._server = _Server((host, port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    def port(self) -> int:
+        return self._server.server_address[1]
 
-    def __enter__(self) -> "FakeOpenAI":
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._server.server_address[0]}:{self.port}/v1"
+
+    def hold(self, point: str) -> threading.Event:
+        """Stop the next request at `point` until released: "files.create:before" (nothing stored yet),
+        "batches.create:before", "batches.create:after" (created, the answer not sent). Returns the event
+        set when a request reaches the point; `release(point)` lets it go (e.g. after the client was killed)."""
+        self.holds[point] = threading.Event()
+        self.reached[point] = threading.Event()
+        return self.reached[point]
+
+    def release(self, point: str) -> None:
+        self.holds.pop(point).set()
+
+    def _checkpoint(self, point: str) -> None:
+        if point in self.holds:
+            self.reached[point].set()
+            self.holds[point].wait(timeout=120)
+
+    def _log(self, kind: str, texts: list[str], **fields) -> None:
+        with self.lock:
+            self.request_log.append({"time": time.time(), "kind": kind, "n": len(texts),
+                                     "text_sha256": [hashlib.sha256(t.encode()).hexdigest() for t in texts],
+                                     **fields})
+
+    def sent_text_hashes(self) -> Counter:
+        """How often each record text (by SHA-256) reached this server, in chat requests or uploaded batch files."""
+        return Counter(h for entry in self.request_log for h in entry["text_sha256"])
+
+    def __enter__(self) -> FakeOpenAI:
         self._thread.start()
         return self
 
@@ -215,38 +285,73 @@ class FakeOpenAI:
                 raw = self._body()
                 with fake.lock:
                     fake.authorizations.add(self.headers.get("Authorization", ""))
+                    fake.hits["via_proxy"] += self.path.startswith("http")  # absolute-form: sent through a proxy
                 if self.path.endswith("/chat/completions"):
-                    fake.hits["chat"] += 1
-                    with fake.lock:
-                        fake.chat_requests += 1
-                        fake.in_flight += 1
-                        fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    try:
-                        time.sleep(fake.latency_s)
-                        self._send(*fake.chat(json.loads(raw)))
-                    finally:
-                        with fake.lock:
-                            fake.in_flight -= 1
+                    self._chat(raw)
                 elif self.path.endswith("/files"):
-                    fake.hits["files.create"] += 1
-                    fields = _multipart(self.headers["Content-Type"], raw)
-                    file_id = fake._store(fields["file"], "input.jsonl", fields["purpose"].decode())
-                    self._send(200, _public(fake.files[file_id]))
+                    self._upload(raw)
                 elif self.path.endswith("/batches"):
+                    self._create_batch(raw)
+                else:
+                    self._send(404, _error(f"no route {self.path} (fake)", "not_found"))
+
+            def _chat(self, raw: bytes) -> None:
+                body = json.loads(raw)
+                fake._log("chat", [record_text(body["messages"][-1]["content"])])
+                fake.hits["chat"] += 1
+                with fake.lock:
+                    fake.chat_requests += 1
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    time.sleep(fake.latency_s)
+                    self._send(*fake.chat(body))
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def _upload(self, raw: bytes) -> None:
+                fake._checkpoint("files.create:before")
+                fields, filename = _multipart(self.headers["Content-Type"], raw)
+                lines = [json.loads(line) for line in fields["file"].decode().splitlines() if line.strip()]
+                fake._log("files.create", [record_text(item["body"]["messages"][-1]["content"]) for item in lines],
+                          filename=filename)
+                fake.hits["files.create"] += 1
+                file_id = fake._store(fields["file"], filename, fields["purpose"].decode())
+                self._send(200, _public(fake.files[file_id]))
+
+            def _create_batch(self, raw: bytes) -> None:
+                fake._checkpoint("batches.create:before")
+                request = json.loads(raw)
+                batch_id = f"batch_{uuid.uuid4().hex[:16]}"
+                with fake.lock:
                     fake.hits["batches.create"] += 1
-                    request = json.loads(raw)
-                    batch_id = f"batch_{uuid.uuid4().hex[:16]}"
                     fake.batches[batch_id] = {
                         "id": batch_id, "object": "batch", "endpoint": request["endpoint"],
                         "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
                         "status": "validating", "created_at": int(time.time()), "output_file_id": None,
-                        "error_file_id": None, "polls": 0,
+                        "error_file_id": None, "polls": 0, "metadata": request.get("metadata") or {},
                         "request_counts": {"total": 0, "completed": 0, "failed": 0}}
-                    self._send(200, _public(fake.batches[batch_id]))
-                else:
-                    self._send(404, _error(f"no route {self.path} (fake)", "not_found"))
+                fake._log("batches.create", [], batch_id=batch_id)
+                fake._checkpoint("batches.create:after")
+                self._send(200, _public(fake.batches[batch_id]))
+
+            def _list(self, items: list[dict]) -> None:
+                data = [_public(item) for item in sorted(items, key=lambda item: -item["created_at"])]
+                self._send(200, {"object": "list", "data": data, "has_more": False,
+                                 "first_id": data[0]["id"] if data else None,
+                                 "last_id": data[-1]["id"] if data else None})
 
             def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path.endswith("/batches"):
+                    fake.hits["batches.list"] += 1
+                    self._list(list(fake.batches.values()))
+                    return
+                if path.endswith("/files"):
+                    fake.hits["files.list"] += 1
+                    self._list(list(fake.files.values()))
+                    return
                 match = re.search(r"/files/([^/]+)/content$", self.path)
                 if match and match[1] in fake.files:
                     fake.hits["files.content"] += 1
@@ -282,11 +387,14 @@ def _public(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("content", "polls")}
 
 
-def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
+def _multipart(content_type: str, raw: bytes) -> tuple[dict[str, bytes], str]:
+    """The fields of a multipart form, and the uploaded file's name."""
     message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+    parts = list(message.iter_parts())
+    filename = next((part.get_filename() for part in parts if part.get_filename()), "input.jsonl")
     return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-            for part in message.iter_parts()}
+            for part in parts}, filename
 
 
 def main() -> None:

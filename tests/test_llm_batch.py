@@ -8,11 +8,11 @@ import sys
 import time
 
 import pytest
-
-from assay.labeling.llm import LlmTeacher
-from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Price, Settings
 from fake_openai import FakeOpenAI
+
+from assay.labeling.teacher import LlmTeacher
+from assay.labeling.teacher.settings import Price, Settings
+from assay.schemas.questions import LlmSource, QuestionSpec
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?",
                     sources=[{"kind": "rules", "yes_keywords": ["idiot"]}])
@@ -57,7 +57,8 @@ def test_batch_errors_become_failure_records_and_large_jobs_split(tmp_path):
         one = teacher(fake, tmp_path, "batch", batch_max_requests=8)
         table = one.vote(IDS, TEXTS)
         assert fake.hits["batches.create"] == 4  # 30 requests, 8 per batch
-    failures = [json.loads(line) for line in (tmp_path / "llm" / "failures" / "is_rude.gpt.jsonl").read_text().splitlines()]
+    failures_file = tmp_path / "llm" / "failures" / "is_rude.gpt.jsonl"
+    failures = [json.loads(line) for line in failures_file.read_text().splitlines()]
     assert [f["id"] for f in failures] == ["id4"] and "HTTP 500" in failures[0]["reason"]
     assert table["vote"].to_pylist()[4] == -1 and table["vote"].to_pylist().count(-1) == 1
 
@@ -67,16 +68,17 @@ def test_budget_limits_what_a_batch_submits(tmp_path):
         one = teacher(fake, tmp_path, "batch", budget_usd=0.05,
                       prices={"fake-priced": Price(input=100.0, output=100.0)})
         table = one.vote(IDS, TEXTS)
-    submitted = sum(1 for line in next(f for f in fake.files.values() if f["purpose"] == "batch")["content"].splitlines())
+    upload = next(f for f in fake.files.values() if f["purpose"] == "batch")
+    submitted = sum(1 for line in upload["content"].splitlines())
     assert 0 < submitted < 30 and one.summary()["budget_exhausted"]
     assert one.budget.spent_usd <= 0.05 and table["vote"].to_pylist().count(-1) == 30 - submitted
 
 
 WORKER = """
 import sys
-from assay.labeling.llm import LlmTeacher
+from assay.labeling.teacher import LlmTeacher
 from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Settings
+from assay.labeling.teacher.settings import Settings
 teacher = LlmTeacher(QuestionSpec.model_validate_json(sys.argv[1]), LlmSource.model_validate_json(sys.argv[2]),
                      sys.argv[3], Settings(batch_poll_s=0.05), progress=False)
 teacher.vote([f"id{i}" for i in range(30)], [f"text {i}" for i in range(30)])

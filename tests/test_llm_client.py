@@ -2,17 +2,16 @@
 budget, logprobs and the hard-vote fallback. The server counts every request it receives."""
 
 import json
-import os
 import random
 import socket
 import time
 
 import pytest
+from fake_openai import FakeOpenAI, stub_dns
 
-from assay.labeling.llm import LlmTeacher, LlmTeacherError
+from assay.labeling.teacher import LlmTeacher, LlmTeacherError
+from assay.labeling.teacher.settings import Price, Settings
 from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Price, Settings
-from fake_openai import FakeOpenAI
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?",
                     examples=[{"text": "you idiot", "answer": True}, {"text": "thanks", "answer": False}],
@@ -97,7 +96,8 @@ def test_every_record_ends_labelled_or_with_a_failure_record(tmp_path):
     votes = dict(zip(table["id"].to_pylist(), table["vote"].to_pylist()))
     assert all((votes[i] != -1) != (i in records) for i in ids), "each record: a vote or a failure record"
     assert set(records) == {"id5", "id17", "id9"}
-    assert records["id5"]["attempts"] == 4 and "failed after 4 attempts: InternalServerError 500" in records["id5"]["reason"]
+    assert records["id5"]["attempts"] == 4
+    assert "failed after 4 attempts: InternalServerError 500" in records["id5"]["reason"]
     assert "unparseable answer: 'Perhaps'" in records["id9"]["reason"]
     assert fake.by_text["dead record one"] == 4
     summary = one.summary()
@@ -198,6 +198,7 @@ def test_teachers_check_cli_reports_residency_key_price_and_probe(tmp_path, monk
 
     from assay.flows.cli import app
 
+    stub_dns(monkeypatch, {"api.openai.com": ["162.159.140.245"]})  # never real DNS in a test
     questions = tmp_path / "questions"
     questions.mkdir()
     with FakeOpenAI() as fake:

@@ -8,20 +8,21 @@ import sys
 import time
 from pathlib import Path
 
-from assay.labeling.llm import LlmTeacher
-from assay.labeling.llm_cache import ResponseCache
-from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Settings
 from fake_openai import FakeOpenAI
+
+from assay.labeling.teacher import LlmTeacher
+from assay.labeling.teacher.cache import ResponseCache
+from assay.labeling.teacher.settings import Settings
+from assay.schemas.questions import LlmSource, QuestionSpec
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?",
                     sources=[{"kind": "rules", "yes_keywords": ["idiot"]}])
 N, CONCURRENCY = 120, 4
 WORKER = """
 import sys
-from assay.labeling.llm import LlmTeacher
+from assay.labeling.teacher import LlmTeacher
 from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Settings
+from assay.labeling.teacher.settings import Settings
 spec = QuestionSpec.model_validate_json(sys.argv[1])
 source = LlmSource.model_validate_json(sys.argv[2])
 ids = [f"id{i}" for i in range(int(sys.argv[4]))]

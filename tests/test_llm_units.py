@@ -3,18 +3,25 @@ rate limiter, Retry-After parsing and the settings file."""
 
 import math
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from assay.labeling.llm import decide, read_completion
-from assay.labeling.llm_cost import Budget, BudgetExhausted, cost_usd, estimate_prompt_tokens
-from assay.labeling.prompt import normalise_token, p_yes_from_top_logprobs, parse_answer, render_prompt, truncate
-from assay.labeling.ratelimit import RateLimiter, _Rate, backoff_s, retry_after_s
+from assay.labeling.teacher.cost import Budget, BudgetExhausted, cost_usd, estimate_prompt_tokens
+from assay.labeling.teacher.prompt import (
+    decide,
+    normalise_token,
+    p_yes_from_top_logprobs,
+    parse_answer,
+    read_completion,
+    render_prompt,
+    truncate,
+)
+from assay.labeling.teacher.ratelimit import RateLimiter, _Rate, backoff_s, retry_after_s
+from assay.labeling.teacher.settings import Price, Settings, SettingsError, load_settings
 from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Price, Settings, SettingsError, load_settings
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?", guidelines="Insults are rude.",
                     examples=[{"text": "you idiot", "answer": True}, {"text": "thanks", "answer": False}],
@@ -123,7 +130,7 @@ def test_retry_after_forms_and_backoff():
     headers = lambda **h: SimpleNamespace(headers=h)  # noqa: E731
     assert retry_after_s(headers(**{"retry-after": "2"})) == 2.0
     assert retry_after_s(headers(**{"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    date = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    date = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 <= retry_after_s(headers(**{"retry-after": date})) <= 31
     assert retry_after_s(headers(**{"retry-after": "soon"})) is None
     assert retry_after_s(None) is None
@@ -137,7 +144,8 @@ def test_settings_defaults_and_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ASSAY_CONFIG", raising=False)
     assert load_settings() == Settings()
-    (tmp_path / "assay.yaml").write_text("residency: on-prem\nbudget_usd: 25\nprices:\n  my-70b: {input: 0.1, output: 0.2}\n")
+    (tmp_path / "assay.yaml").write_text(
+        "residency: on-prem\nbudget_usd: 25\nprices:\n  my-70b: {input: 0.1, output: 0.2}\n")
     settings = load_settings()
     assert settings.residency == "on-prem" and settings.budget_usd == 25 and settings.price("my-70b").output == 0.2
     other = tmp_path / "other.yaml"
@@ -169,7 +177,7 @@ def test_missing_settings_file_is_an_error(tmp_path):
 def test_cache_takes_concurrent_writers_on_separate_connections(tmp_path):
     import threading
 
-    from assay.labeling.llm_cache import ResponseCache
+    from assay.labeling.teacher.cache import ResponseCache
 
     path = tmp_path / "cache.sqlite"
     caches = [ResponseCache(path) for _ in range(4)]  # one connection each, as separate processes would have

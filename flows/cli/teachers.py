@@ -17,15 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from assay.labeling.teacher.prompt import render_prompt
+from assay.labeling.teacher.residency import ResidencyError
+from assay.labeling.teacher.settings import SettingsError, load_settings
 from assay.schemas import QuestionSpecError, load_questions, select
 from assay.schemas.questions import LlmSource, LocalLlmSource
-from assay.schemas.settings import SettingsError, load_settings
-
-from assay.labeling.privacy import ResidencyError
-from assay.labeling.prompt import render_prompt
 
 if TYPE_CHECKING:
-    from assay.labeling.llm import LlmTeacher
+    from assay.labeling.teacher import LlmTeacher
 
 teachers_app = typer.Typer(help="Check the LLM and local teachers of a question folder before a paid run.",
                            no_args_is_help=True)
@@ -49,15 +48,16 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
           text_chars: int = typer.Option(500, "--text-chars", help="Typical record length for the cost estimate."),
           probe: bool = typer.Option(False, "--probe", help="Send one request with a fixed harmless text.")) -> None:
     """Residency, key, price and (optionally) a live probe for every teacher; exit 1 when one is unusable."""
-    from assay.labeling.llm import LlmTeacher, LlmTeacherError, read_api_key  # the openai client: only when checking
-    from assay.labeling.llm_cost import cost_usd, estimate_prompt_tokens
+    from assay.labeling.teacher import LlmTeacher, LlmTeacherError  # the openai client: only when checking
+    from assay.labeling.teacher.cost import cost_usd, estimate_prompt_tokens
+    from assay.labeling.teacher.http import read_api_key
 
     try:
         settings = load_settings(settings_path)
         questions = select(load_questions(folder), only)
     except (SettingsError, QuestionSpecError, ValueError) as error:
         console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table(title=f"Teachers in {folder} (residency: {settings.residency})")
     for column in ("question", "source", "endpoint / path", "status", "USD per 1k records"):
         table.add_column(column)

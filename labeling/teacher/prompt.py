@@ -86,3 +86,25 @@ def p_yes_from_top_logprobs(positions: Iterable[tuple[str, Iterable[tuple[str, f
         total = mass["yes"] + mass["no"]
         return mass["yes"] / total if total > 0 else None
     return None
+
+
+def read_completion(completion: dict) -> dict:
+    """The cache record of a chat completion (a dict in the OpenAI format): answer text, P(yes), usage."""
+    choice = (completion.get("choices") or [{}])[0]
+    content = ((choice.get("message") or {}).get("content") or "").strip()
+    positions = [(item.get("token", ""),
+                  [(top["token"], top["logprob"]) for top in item.get("top_logprobs") or []]
+                  or [(item.get("token", ""), item.get("logprob", 0.0))])
+                 for item in ((choice.get("logprobs") or {}).get("content") or [])]
+    usage = completion.get("usage") or {}
+    return {"content": content[:200], "p_yes": p_yes_from_top_logprobs(positions),
+            "tokens_in": int(usage.get("prompt_tokens") or 0), "tokens_out": int(usage.get("completion_tokens") or 0)}
+
+
+def decide(answer: dict) -> tuple[int, float | None]:
+    """(vote, conf) of a cache record: from P(yes) when known, else the parsed Yes/No; (-1, None) if neither."""
+    p_yes = answer.get("p_yes")
+    if p_yes is not None:
+        return int(p_yes >= 0.5), max(p_yes, 1.0 - p_yes)
+    hard = parse_answer(answer.get("content"))
+    return (-1, None) if hard is None else (hard, None)

@@ -6,12 +6,15 @@ import logging
 import socket
 
 import pytest
+from fake_openai import FakeOpenAI, stub_dns
 
-from assay.labeling.llm import LlmTeacher, LlmTeacherError
-from assay.labeling.privacy import Masker, ResidencyError, check_endpoint, sha256
+from assay.labeling.teacher import Guard, LlmTeacher, LlmTeacherError
+from assay.labeling.teacher.audit import sha256
+from assay.labeling.teacher.http import looks_like_key
+from assay.labeling.teacher.masking import Masker
+from assay.labeling.teacher.residency import ResidencyError, check_endpoint
+from assay.labeling.teacher.settings import Settings
 from assay.schemas.questions import LlmSource, QuestionSpec
-from assay.schemas.settings import Settings
-from fake_openai import FakeOpenAI
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?",
                     sources=[{"kind": "rules", "yes_keywords": ["idiot"]}])
@@ -48,33 +51,31 @@ def test_allow_list_refuses_before_any_connection(listener, tmp_path, monkeypatc
     assert_no_connection(listener)
 
 
-@pytest.mark.parametrize("url, allowed", [
-    ("https://api.openai.com/v1", False), ("https://myres.openai.azure.com/openai/v1", False),
-    ("http://93.184.216.34:8000/v1", False), ("http://8.8.8.8/v1", False),
-    ("http://127.0.0.1:8000/v1", True), ("http://localhost:8000/v1", True), ("http://[::1]:8000/v1", True),
-    ("http://10.1.2.3:8000/v1", True), ("http://192.168.0.10/v1", True), ("http://172.20.0.5/v1", True),
-    ("http://vllm:8000/v1", True), ("http://vllm.internal:8000/v1", True),
-    ("http://llm.svc.cluster.local/v1", True), ("http://tgi.corp/v1", True), ("http://llm.example.eu/v1", False),
-])
-def test_on_prem_default_allow_list(url, allowed):
+def test_on_prem_without_a_list_allows_inside_addresses_only(monkeypatch):
+    stub_dns(monkeypatch, {"vllm": ["10.1.2.3"], "localhost": ["127.0.0.1", "::1"],
+                           "api.openai.com": ["162.159.140.245"]})
     settings = Settings(residency="on-prem")
-    if allowed:
+    for url in ("http://127.0.0.1:8000/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1", "http://10.1.2.3/v1",
+                "http://192.168.0.10/v1", "http://172.20.0.5/v1", "http://vllm:8000/v1", "http://[fd00::5]/v1"):
         check_endpoint(url, settings)
-    else:
-        with pytest.raises(ResidencyError, match="residency is 'on-prem'.*allowed_endpoints"):
+    for url in ("https://api.openai.com/v1", "http://8.8.8.8/v1", "http://100.64.0.1/v1", "http://172.32.0.1/v1"):
+        with pytest.raises(ResidencyError, match="outside the on-prem network.*nothing was sent.*fix"):
             check_endpoint(url, settings)
 
 
-def test_allow_list_entries_hosts_prefixes_and_ranges():
-    settings = Settings(allowed_endpoints=["llm.example.eu", "https://api.example.com/eu/", "10.20.0.0/16"])
-    check_endpoint("https://llm.example.eu:8443/v1", settings)
-    check_endpoint("https://api.example.com/eu/v1", settings)
+def test_allow_list_entries_match_exactly(monkeypatch):
+    outside = ["93.184.216.34"]
+    stub_dns(monkeypatch, {"llm.example.eu": ["10.20.3.4"], "api.example.com": outside, "named.example.com": outside,
+                           "evil-llm.example.eu": outside, "llm.example.eu.evil.com": outside})
+    settings = Settings(allowed_endpoints=["llm.example.eu", "https://api.example.com:8443", "10.20.0.0/16"])
+    check_endpoint("https://llm.example.eu:8443/v1", settings)  # a host name: any scheme and port
+    check_endpoint("https://api.example.com:8443/eu/v1", settings)
     check_endpoint("http://10.20.3.4:8000/v1", settings)
-    for refused in ("https://api.example.com/us/v1", "http://10.21.0.1/v1", "https://evil-llm.example.eu/v1",
-                    "https://llm.example.eu.evil.com/v1"):
-        with pytest.raises(ResidencyError):
+    for refused in ("https://api.example.com/v1", "http://10.21.0.1/v1", "https://evil-llm.example.eu/v1",
+                    "https://llm.example.eu.evil.com/v1", "https://named.example.com/v1"):
+        with pytest.raises(ResidencyError, match="not in allowed_endpoints"):
             check_endpoint(refused, settings)
-    check_endpoint("https://api.openai.com/v1", Settings())  # cloud without a list: anything goes
+    check_endpoint("https://api.openai.com/v1", Settings())  # cloud without a list: anything (resolved on connect)
 
 
 def test_masking_of_emails_phones_ibans_and_user_patterns():
@@ -96,13 +97,15 @@ def test_masked_text_is_sent_and_the_audit_log_holds_no_text(tmp_path, monkeypat
     sent = fake.prompts[0]
     assert "[EMAIL]" in sent and "[PHONE]" in sent and "jane.doe" not in sent and "7946" not in sent
     lines = [json.loads(line) for line in (tmp_path / "llm" / "audit.jsonl").read_text().splitlines()]
-    assert len(lines) == 1
-    entry = lines[0]
+    assert [line["event"] for line in lines] == ["send", "answered"]  # the send line is written first
+    send, entry = lines
     masked_text = "you idiot, write to [EMAIL] or [PHONE]"
-    assert entry["masked"] == {"email": 1, "phone": 1} and entry["chars"] == len(masked_text)
-    assert entry["text_sha256"] == sha256(masked_text) and entry["record_id_sha256"] == sha256("cust-42")
-    assert entry["endpoint"] == fake.base_url and entry["model"] == "fake-model" and entry["outcome"] == "answered"
-    assert entry["tokens_in"] > 0 and set(entry) >= {"time", "question_id", "source", "attempts"}
+    assert send["masked"] == {"email": 1, "phone": 1} and send["chars"] == len(masked_text) and send["attempt"] == 1
+    for line in lines:
+        assert line["text_sha256"] == sha256(masked_text) and line["record_id_sha256"] == sha256("cust-42")
+        assert line["endpoint"] == fake.base_url and line["model"] == "fake-model"
+    assert entry["outcome"] == "answered" and entry["attempts"] == 1
+    assert entry["tokens_in"] > 0 and set(entry) >= {"time", "question_id", "source", "mode"}
     raw = (tmp_path / "llm" / "audit.jsonl").read_text()
     assert "idiot" not in raw and "cust-42" not in raw and "jane" not in raw
     assert teacher.summary()["masked"] == {"email": 1, "phone": 1}
@@ -145,24 +148,32 @@ def test_every_request_is_checked_again_before_it_is_sent(listener, tmp_path, mo
     monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     teacher = LlmTeacher(SPEC, llm_source(url), tmp_path, Settings(**FAST), progress=False)
-    teacher.settings = Settings(**FAST, allowed_endpoints=["vllm.internal"])  # tightened after creation
+    teacher.guard = Guard(Settings(**FAST, allowed_endpoints=["vllm.internal"]))  # tightened after creation
     with pytest.raises(LlmTeacherError, match="not in allowed_endpoints"):
         teacher.vote(["a", "b"], ["hello", "world"])
     assert_no_connection(listener)
 
 
-def test_on_prem_ignores_proxy_variables(listener, tmp_path, monkeypatch):
-    """A proxy from the environment could carry text out of the network: on-prem never uses one."""
+@pytest.mark.parametrize("name", ["a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6", "sk-test-SECRET-do-not-log-4242",
+                                  "Zx9Qw8Er7Ty6Ui5Op4As3Df2"])
+def test_a_key_in_api_key_env_is_refused_without_echoing_it(name, tmp_path, capsys):
+    source = llm_source("http://127.0.0.1:9/v1").model_copy(update={"api_key_env": name})
+    with pytest.raises(LlmTeacherError, match="looks like an API key") as error:
+        LlmTeacher(SPEC, source, tmp_path, Settings(), progress=False)
+    captured = capsys.readouterr()
+    assert name not in str(error.value) + captured.out + captured.err
+    assert not list(tmp_path.rglob("audit.jsonl"))
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "AZURE_OPENAI_KEY_2", "ASSAY_TEST_KEY", "KEY"])
+def test_variable_names_are_accepted(name):
+    assert not looks_like_key(name)
+
+
+def test_a_key_echoed_by_the_server_is_blanked(tmp_path, monkeypatch):
     monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
-    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeOpenAI() as fake:
-        on_prem = Settings(**{**FAST, "max_retries": 0}, residency="on-prem")
-        table = LlmTeacher(SPEC, llm_source(fake.base_url), tmp_path / "a", on_prem, progress=False).vote(["a"], ["hi"])
-        assert table["vote"][0].as_py() != -1 and fake.chat_requests == 1
-        assert_no_connection(listener)
-        cloud = Settings(**{**FAST, "max_retries": 0}, request_timeout_s=0.3)  # cloud honours the proxy (control)
-        LlmTeacher(SPEC, llm_source(fake.base_url), tmp_path / "b", cloud, progress=False).vote(["b"], ["hi"])
-        connection, _ = listener.accept()
-        connection.close()
+    with FakeOpenAI(fault=lambda text, attempt: "401") as fake:
+        teacher = LlmTeacher(SPEC, llm_source(fake.base_url), tmp_path, Settings(**FAST), progress=False)
+        teacher.client()
+        error = teacher.describe(RuntimeError(f"Incorrect API key provided: {SECRET}"))
+    assert SECRET not in error and "[REDACTED]" in error

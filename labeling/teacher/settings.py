@@ -1,4 +1,5 @@
-"""Deployment settings (`assay.yaml`): data residency, PII masking, audit, cache, prices, budget and limits.
+"""Deployment settings of the LLM teachers (`assay.yaml`): data residency, proxy, PII masking, audit, cache,
+prices, budget and limits.
 
 What belongs to the deployment rather than to one question lives here; an LLM source in a question
 file may override the request limits (concurrency, rate limits, timeout, retries) for its endpoint.
@@ -15,7 +16,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .loader import _line_of
+from assay.schemas.loader import _line_of
+
+from .endpoints import EndpointError, parse_endpoint, parse_entry
 
 CONFIG_ENV = "ASSAY_CONFIG"
 DEFAULT_CONFIG = Path("assay.yaml")
@@ -46,7 +49,7 @@ DEFAULT_PRICES: dict[str, Price] = {
 class Settings(BaseModel):
     """Deployment-wide settings for the teachers; every field has a safe default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a proxy URL may hold a password
 
     residency: Literal["cloud", "on-prem"] = Field(
         default="cloud",
@@ -54,8 +57,14 @@ class Settings(BaseModel):
     )
     allowed_endpoints: list[str] = Field(
         default_factory=list,
-        description="Allow-list of hosts, URL prefixes or CIDR ranges; when set, applies in every residency mode. "
-                    "Empty with on-prem: loopback, private IP ranges and internal host names.",
+        description="Allow-list of scheme://host[:port] endpoints, host names or CIDR ranges (exact matches, never "
+                    "prefixes); when set, applies in every residency mode. Empty with on-prem: endpoints whose every "
+                    "address is loopback, private (RFC 1918), link-local or IPv6 unique-local.",
+    )
+    proxy: str | None = Field(
+        default=None,
+        description="HTTP(S) proxy for the teachers, checked like an endpoint. Environment proxies (HTTPS_PROXY ...) "
+                    "are never used.",
     )
     mask_pii: bool = Field(default=False, description="Mask e-mails, phone numbers and IBANs before sending text.")
     mask_patterns: dict[str, str] = Field(
@@ -79,6 +88,26 @@ class Settings(BaseModel):
     backoff_max_s: float = Field(default=60.0, gt=0)
     batch_poll_s: float = Field(default=30.0, gt=0, description="Seconds between Batch API status checks.")
     batch_max_requests: int = Field(default=50_000, ge=1, le=50_000, description="Requests per Batch API job.")
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _entries_parse(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                parse_entry(entry)
+            except EndpointError as exc:
+                raise ValueError(str(exc)) from None
+        return entries
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_parses(cls, proxy: str | None) -> str | None:
+        if proxy is not None:
+            try:
+                parse_endpoint(proxy)
+            except EndpointError as exc:
+                raise ValueError(f"proxy: {exc}") from None
+        return proxy
 
     @field_validator("mask_patterns")
     @classmethod
@@ -112,6 +141,8 @@ def _fix(error: dict) -> str:
         return f"did you mean `{near[0]}`?" if near else f"valid fields: {', '.join(Settings.model_fields)}"
     if loc and loc[0] == "residency":
         return "use residency: cloud or residency: on-prem"
+    if loc and loc[0] in ("allowed_endpoints", "proxy"):
+        return "see 'Residency' in docs/privacy.md"
     if loc and loc[0] == "prices":
         return "write prices as `model-name: {input: USD per 1M tokens, output: USD per 1M tokens}`"
     return "see the Settings reference in docs/privacy.md"

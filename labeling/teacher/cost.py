@@ -12,9 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from assay.schemas.settings import Price
-
-from .llm_cache import connect
+from .cache import connect
+from .settings import Price
 
 BATCH_DISCOUNT = 0.5
 CHARS_PER_TOKEN_LOW = 3.0  # English averages ~4 characters a token; 3 over-estimates on purpose
@@ -41,19 +40,20 @@ class BudgetExhausted(RuntimeError):
 class Budget:
     """A run's spend against `limit_usd` (None = no cap), persisted in the run folder's ledger."""
 
-    _shared: dict[Path, "Budget"] = {}
+    _shared: dict[Path, Budget] = {}
     _shared_lock = threading.Lock()
 
     def __init__(self, ledger: Path, limit_usd: float | None):
         self.limit_usd = limit_usd
         self._db = connect(ledger)
-        self._db.execute("CREATE TABLE IF NOT EXISTS spend (time REAL NOT NULL, source TEXT NOT NULL, usd REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS spend "
+                         "(time REAL NOT NULL, source TEXT NOT NULL, usd REAL NOT NULL)")
         self.spent_usd = self._db.execute("SELECT COALESCE(SUM(usd), 0) FROM spend").fetchone()[0]
         self.reserved_usd = 0.0
         self._lock = threading.Lock()
 
     @classmethod
-    def for_run(cls, ledger: Path, limit_usd: float | None) -> "Budget":
+    def for_run(cls, ledger: Path, limit_usd: float | None) -> Budget:
         """The one Budget of this process for `ledger` (its limit updated to `limit_usd`)."""
         key = Path(ledger).resolve()
         with cls._shared_lock:
