@@ -2,17 +2,23 @@
 
 Methods:
 - `label_model` — Assay's Dawid–Skene EM (`label_model.py`): estimated class balance, per-source
-  sensitivity/specificity, abstains as an outcome, confidences as soft votes; works with 1 or 2 sources.
+  firing rates per class (abstains as an outcome, so one-way keyword rules count), confidences as soft
+  votes, sources kept better than chance, dependent sources sharing one weight.
 - `weighted` — weighted majority vote: the spec's source weights times each vote's confidence.
 - `majority` — plain majority vote.
-- `snorkel` — Snorkel's `LabelModel`, for comparison (it refuses fewer than 3 sources).
+- `snorkel` — Snorkel's `LabelModel` given the same class balance, for comparison (3 sources or more).
 - `auto` — `label_model`; or, when gold labels for some records are given, whichever of the above scores
   the best F1 on them (the reason says which and why).
 
-Decision rule: the label model labels yes when P(yes) reaches the threshold that maximises the F1 it
-expects under its own probabilities (sum of P(yes) over the labelled-yes records as true positives) —
-for rare classes this sits well below 0.5, for balanced ones near it; no gold is needed. The vote-counting
-methods label yes above 0.5 (ties and records without votes: no).
+Class balance: the label model's estimate, or `class_balance` when the caller knows it. Decision rule, the
+same for every method: label yes the class-balance share of records with the highest P(yes), records with
+equal P(yes) alike (`assay.labeling.metrics.prevalence_labels`). Records nobody voted on get the class
+balance as P(yes) under every method.
+
+Input the model cannot identify gets the honest answer and a warning: no source voted, or only constant
+sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
+votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance)
+falls back to weighted vote, and the reason says so.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from ..metrics import binary_scores, f1_threshold
-from ..votes import VoteMatrix, vote_matrix
+from ..metrics import binary_scores, prevalence_labels
+from ..votes import ABSTAIN, NO, YES, VoteMatrix, vote_matrix
 from .label_model import DawidSkene, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
@@ -42,6 +48,7 @@ class CombineResult:
     prior: float  # the label model's estimated P(yes)
     threshold: float
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
+    warnings: list[str] = field(default_factory=list)  # what the model could not identify, fallbacks
 
 
 def majority_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
@@ -61,75 +68,148 @@ def weighted_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
     return np.where(total > 0, (weight * soft_yes).sum(axis=1) / np.maximum(total, 1e-12), fill)
 
 
-def snorkel_vote(matrix: VoteMatrix, seed: int = 0) -> np.ndarray:
-    """P(yes) from Snorkel's LabelModel (hard votes only; confidences are ignored)."""
+def snorkel_vote(matrix: VoteMatrix, balance: float, seed: int = 0) -> np.ndarray:
+    """P(yes) from Snorkel's LabelModel given `balance` (hard votes only; confidences are ignored)."""
     from snorkel.labeling.model import LabelModel
 
     if len(matrix.sources) < 3:
         raise ValueError(f"Snorkel's LabelModel needs at least 3 sources; these votes have {len(matrix.sources)} "
                          "(use method label_model, which works with any number)")
+    b = float(np.clip(balance, 1e-4, 1 - 1e-4))
     model = LabelModel(cardinality=2, verbose=False)
-    model.fit(matrix.votes.astype(np.int64), n_epochs=500, lr=0.01, seed=seed, progress_bar=False)
+    model.fit(matrix.votes.astype(np.int64), class_balance=np.array([1 - b, b]), n_epochs=500, lr=0.01, seed=seed,
+              progress_bar=False)
     return model.predict_proba(matrix.votes.astype(np.int64))[:, 1]
 
 
-Labelled = tuple[np.ndarray, np.ndarray, float]  # p_yes, labels, threshold
+@dataclass
+class LabelModelFit:
+    """The label model's P(yes) and class balance, with what it could not identify."""
+
+    p_yes: np.ndarray
+    prior: float
+    accuracy: np.ndarray  # per source, 0.5 for sources that carry no information
+    warnings: list[str]
+    fallback: str | None = None  # why weighted vote was used instead, if it was
 
 
-def _label_model(matrix: VoteMatrix) -> tuple[Labelled, DawidSkene]:
-    counts = outcome_counts(matrix.votes, matrix.conf)
-    model = DawidSkene().fit(counts)
-    p_yes = model.predict_proba(counts)
-    threshold = f1_threshold(p_yes, p_yes)
-    return (p_yes, p_yes > threshold, threshold), model
+def _constant(matrix: VoteMatrix) -> np.ndarray:
+    """Per source: it gives the same outcome (yes, no or abstain) on every record."""
+    votes = matrix.votes
+    return (votes == votes[:1]).all(axis=0) if len(votes) else np.ones(votes.shape[1], dtype=bool)
 
 
-def _run(method: str, matrix: VoteMatrix) -> Labelled:
-    p_yes = {"weighted": weighted_vote, "majority": majority_vote, "snorkel": snorkel_vote}[method](matrix)
-    return p_yes, p_yes > 0.5, 0.5
+def _subset(matrix: VoteMatrix, keep: np.ndarray) -> VoteMatrix:
+    return VoteMatrix(matrix.ids, [s for s, k in zip(matrix.sources, keep) if k], matrix.votes[:, keep],
+                      matrix.conf[:, keep], matrix.weights[keep])
+
+
+def _one_source_balance(votes: np.ndarray) -> float:
+    """The class balance one source implies: its yes share among its votes; for a one-way source, its firing
+    rate (yes-only) or one minus it (no-only)."""
+    yes, no = float((votes == YES).mean()), float((votes == NO).mean())
+    if yes and no:
+        return yes / (yes + no)
+    return yes if yes else 1.0 - no
+
+
+def _degenerate(matrix: VoteMatrix, informative: np.ndarray, balance: float | None) -> LabelModelFit:
+    """Fewer than two informative sources: the class balance, or the one source's votes, with a warning."""
+    accuracy = np.full(len(matrix.sources), 0.5)
+    if informative.sum() == 1:
+        one = _subset(matrix, informative)
+        prior = balance if balance is not None else _one_source_balance(one.votes[:, 0])
+        return LabelModelFit(weighted_vote(one, prior), prior, accuracy, [
+            f"one informative source ({one.sources[0]}): the label model cannot be identified; the labels are "
+            "that source's votes"])
+    cast = matrix.votes[matrix.votes != ABSTAIN]
+    prior = balance if balance is not None else float((cast == YES).mean()) if cast.size else 0.5
+    what = "no source voted" if not cast.size else "every source gives one and the same vote on every record"
+    return LabelModelFit(np.full(len(matrix.votes), prior), prior, accuracy, [
+        f"{what}: the label model cannot be identified; P(yes) is the class balance "
+        f"({'given' if balance is not None else 'what the votes say' if cast.size else 'unknown, 0.5'})"])
+
+
+def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelModelFit:
+    """The label model on the informative sources (constant ones dropped), degenerate input and collapse handled."""
+    constant = _constant(matrix)
+    warnings = [f"source {name} {'never votes' if (matrix.votes[:, j] == ABSTAIN).all() else 'gives the same vote on every record'}"
+                ": it carries no information and is left out" for j, name in enumerate(matrix.sources) if constant[j]]
+    informative = ~constant
+    if informative.sum() < 2:
+        fit = _degenerate(matrix, informative, balance)
+        return LabelModelFit(fit.p_yes, fit.prior, fit.accuracy, warnings + fit.warnings)
+    used = _subset(matrix, informative)
+    counts = outcome_counts(used.votes, used.conf)
+    model = DawidSkene(class_balance=balance).fit(counts)
+    accuracy = np.full(len(matrix.sources), 0.5)
+    accuracy[informative] = model.source_accuracy()
+    if informative.sum() == 2:
+        warnings.append("two informative sources: the estimates rest on the assumption that both are better "
+                        "than chance")
+    if model.collapsed(counts):
+        prior = balance if balance is not None else float(np.mean(weighted_vote(used)[(used.votes >= 0).any(1)]))
+        return LabelModelFit(weighted_vote(used, prior), prior, accuracy, warnings,
+                             "the label model collapsed (most votes came from sources it rated below chance); "
+                             "weighted vote is used instead")
+    return LabelModelFit(model.predict_proba(counts), model.prior, accuracy, warnings)
+
+
+def _scores(method: str, matrix: VoteMatrix, prior: float) -> np.ndarray:
+    return {"weighted": weighted_vote, "majority": majority_vote, "snorkel": snorkel_vote}[method](matrix, prior)
+
+
+def _choose(method: str, candidates: dict[str, dict[str, float]], usable: list[str], gold_given: bool,
+            gold_n: int, any_yes: bool) -> tuple[str, str]:
+    if method != "auto":
+        return method, "chosen by the caller"
+    if candidates:
+        key = "f1" if any_yes else "accuracy"
+        chosen = max(usable, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
+        scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in usable)
+        return chosen, f"best {key} on {gold_n} gold records ({scores})"
+    if gold_given:
+        return "label_model", "no gold record is among the votes; the label model is the default"
+    return "label_model", "no gold labels; the label model is the default"
 
 
 def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table | None = None,
-            weights: dict[str, float] | None = None) -> CombineResult:
+            weights: dict[str, float] | None = None, class_balance: float | None = None) -> CombineResult:
     """Combine votes (a votes table, or one already parsed by `vote_matrix`) into `id`, `p_yes`, `label`.
 
-    With `gold` (`id`, `label`), `auto` picks the method by F1 on it; `weights` apply to a table only.
+    With `gold` (`id`, `label`), `auto` picks the method by F1 on it; `weights` apply to a table only;
+    `class_balance` (P(yes), when known) replaces the label model's estimate for every method.
     """
     if method not in METHODS:
         raise ValueError(f"unknown combine method {method!r}; use one of: {', '.join(METHODS)}")
+    if class_balance is not None and not 0.0 <= class_balance <= 1.0:
+        raise ValueError(f"class balance {class_balance} must be a share of yes between 0 and 1")
     matrix = votes if isinstance(votes, VoteMatrix) else vote_matrix(votes, weights)
-    decision, model = _label_model(matrix)
-    results = {"label_model": decision}
+    fit = fit_label_model(matrix, class_balance)
+    prior = fit.prior
+    scores = {"label_model": fit.p_yes}
     candidates: dict[str, dict[str, float]] = {}
     gold_ids, gold_labels = gold_rows(matrix.ids, gold) if gold is not None else (np.zeros(0, int), None)
     usable = [name for name in CANDIDATES if name != "snorkel" or len(matrix.sources) >= 3]
     for name in usable if len(gold_ids) else ():
-        if name not in results:
-            results[name] = _run(name, matrix)
-        candidates[name] = binary_scores(gold_labels, results[name][1][gold_ids])
-    if method != "auto":
-        chosen, reason = method, "chosen by the caller"
-    elif candidates:
-        key = "f1" if gold_labels.any() else "accuracy"
-        chosen = max(usable, key=lambda name: candidates[name][key])  # ties: earlier (label model) wins
-        scores = ", ".join(f"{name} {candidates[name][key]:.3f}" for name in usable)
-        reason = f"best {key} on {len(gold_ids)} gold records ({scores})"
-    elif gold is not None:
-        chosen, reason = "label_model", "no gold record is among the votes; the label model is the default"
-    else:
-        chosen, reason = "label_model", "no gold labels; the label model is the default"
-    if chosen not in results:
-        results[chosen] = _run(chosen, matrix)
-    p_yes, labels, threshold = results[chosen]
+        if name not in scores:
+            scores[name] = _scores(name, matrix, prior)
+        candidates[name] = binary_scores(gold_labels, prevalence_labels(scores[name], prior)[0][gold_ids])
+    chosen, reason = _choose(method, candidates, usable, gold is not None, len(gold_ids),
+                             bool(gold_labels is not None and gold_labels.any()))
+    if chosen == "label_model" and fit.fallback:
+        reason = f"{reason}; {fit.fallback}"
+    p_yes = scores[chosen] if chosen in scores else _scores(chosen, matrix, prior)
+    labels, threshold = prevalence_labels(p_yes, prior)
     probs = pa.table({"id": matrix.ids, "p_yes": pa.array(p_yes.astype(np.float32)),
                       "label": pa.array(labels.astype(np.int8))})
-    accuracy = model.source_accuracy()
     return CombineResult(
         probs=probs, method=chosen, reason=reason,
-        source_accuracy={name: round(float(a), 4) for name, a in zip(matrix.sources, accuracy)},
+        source_accuracy={name: round(float(a), 4) for name, a in zip(matrix.sources, fit.accuracy)},
         coverage={name: round(float((matrix.votes[:, j] >= 0).mean()) if len(matrix.votes) else 0.0, 4)
                   for j, name in enumerate(matrix.sources)},
-        prior=round(model.prior, 4), threshold=round(threshold, 4), candidates=candidates,
+        prior=round(prior, 4), threshold=round(threshold, 4), candidates=candidates,
+        warnings=fit.warnings + ([fit.fallback] if fit.fallback else []),
     )
 
 

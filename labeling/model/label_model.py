@@ -1,7 +1,7 @@
 """Assay's label model: a class-conditional (Dawid–Skene) EM model for yes/no votes, in vectorised numpy.
 
 Each source j has, per true class y, a distribution over its three outcomes: abstain, no, yes
-(`theta[j, y, outcome]`). Modelling abstain as an outcome is what lets one-sided sources count: a keyword
+(`theta[j, y, outcome]`). Modelling abstain as an outcome is what lets one-way sources count: a keyword
 rule that only ever votes yes, but fires on 20% of the yeses and 0.2% of the nos, is strong evidence when
 it fires and weak evidence of "no" when it does not; a teacher that only records "no" answers likewise.
 
@@ -9,10 +9,18 @@ A vote with confidence c (the source's probability that the vote is right, in [0
 it counts as the vote with weight w = 2c - 1 and as an abstain with weight 1 - w, in the E-step
 (log-likelihood) and in the M-step (fractional counts) alike; c = 1 is a hard vote, c = 0.5 an abstain.
 
-The class prior is estimated in EM. Dirichlet/Beta pseudo-counts (see PSEUDO) keep every estimate away
-from 0 and 1 and on the side of "sources are better than chance", which (with a majority-vote start)
-fixes the label-swap symmetry of EM. Every step is one matrix product over a (records x 3·sources)
-matrix of fractional outcome counts, so a million records and ten sources take seconds.
+What keeps EM from collapsing (issue 12):
+- it starts from majority vote (records without votes at 0.5);
+- the pseudo-counts are fixed (PRIOR_COUNT per outcome, BALANCE_COUNT per class), so they do not grow
+  with n and a rare class (under 1 %) can be estimated;
+- every source stays better than chance: a yes vote may not be likelier under "no" than under "yes", nor a
+  no vote under "yes" (the M-step projects such a source's rate onto "no evidence"); when most of the
+  votes come from sources the data pushes below chance, the fit is reported as collapsed and `combine`
+  falls back to weighted vote, saying so;
+- sources that agree far beyond chance on much the same records (duplicates, copies) share one source's
+  weight in the likelihood.
+Every step is one matrix product over a (records x 3·sources) matrix of fractional outcome counts, so a
+million records and ten sources take seconds.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 OUT_ABSTAIN, OUT_NO, OUT_YES = 0, 1, 2  # outcome columns per source (not vote values: see votes.py)
-# Dirichlet pseudo-counts over (abstain, no, yes) for class no and class yes (votes right two times in
-# three), each worth `prior_share` of the records. For a rare class this prior is strong: the yes class is
-# the one the yes votes point at — what keeps EM from settling on a correlated, commoner class (toxic,
-# when asked for `threat`). The same weight smooths the class prior (Beta(s, s)).
-PSEUDO = np.array([[1.0, 2.0, 1.0], [1.0, 1.0, 2.0]])
+PRIOR_COUNT = 1.0  # Dirichlet pseudo-count per outcome, source and class: fixed, whatever n is
+BALANCE_COUNT = 1.0  # Beta pseudo-count per class for the class prior
+DUPLICATE_KAPPA = 0.7  # sources agreeing this far beyond chance (Cohen's kappa where both vote) ...
+OVERLAP = 0.5  # ... on much the same records (Jaccard of the records each votes on) count as copies
+SAME_RECORDS = 0.9  # one-way sources (kappa undefined) count as copies when they fire on the same records
+COLLAPSE_SHARE = 0.5  # share of the votes from sources pushed below chance that marks a collapsed fit
 
 
 def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
@@ -48,34 +57,30 @@ def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndar
 
 @dataclass
 class DawidSkene:
-    """Binary Dawid–Skene EM with abstain as an outcome, soft votes and an estimated class prior."""
+    """Binary Dawid–Skene EM with abstain as an outcome, soft votes, an estimated (or given) class prior,
+    better-than-chance sources and shared weight for dependent sources."""
 
-    prior_share: float = 0.025  # weight of each source's Dirichlet prior, as a share of the records
     max_iter: int = 200
     tol: float = 1e-6
+    class_balance: float | None = None  # hold the prior at this value instead of estimating it
     prior: float = field(default=0.5, init=False)
     theta: np.ndarray | None = field(default=None, init=False)  # (m, 2, 3): P(outcome | class)
+    weights: np.ndarray | None = field(default=None, init=False)  # (m,): share of a source in the likelihood
+    below_chance: np.ndarray | None = field(default=None, init=False)  # (m,): the data pushed it below chance
     iterations: int = field(default=0, init=False)
 
     def fit(self, counts: np.ndarray) -> "DawidSkene":
         """Estimate the class prior and per-source outcome distributions from `outcome_counts(...)`."""
         m = counts.shape[1] // 3
-        posterior = self._start(counts, m)
-        for self.iterations in range(1, self.max_iter + 1):
-            self._m_step(counts, posterior, m)
-            updated = self.predict_proba(counts)
-            change = float(np.max(np.abs(updated - posterior))) if len(updated) else 0.0
-            posterior = updated
-            if change < self.tol:
-                break
-        self._m_step(counts, posterior, m)
+        self.weights = dependency_weights(counts)
+        self._em(counts, m)
         return self
 
     def predict_proba(self, counts: np.ndarray) -> np.ndarray:
         """P(yes) per record (float64, shape (n,))."""
         if self.theta is None:
             raise RuntimeError("fit the model first")
-        log_theta = np.log(self.theta).transpose(0, 2, 1).reshape(-1, 2)  # (3m, 2): rows source-major
+        log_theta = (np.log(self.theta) * self.weights[:, None, None]).transpose(0, 2, 1).reshape(-1, 2)
         scores = counts @ log_theta.astype(np.float32)
         log_odds = scores[:, 1].astype(np.float64) - scores[:, 0] + np.log(self.prior / (1 - self.prior))
         return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50, 50)))
@@ -88,16 +93,78 @@ class DawidSkene:
                  + (1 - prior) * (theta[:, 0, OUT_YES] + theta[:, 0, OUT_NO]))
         return right / np.maximum(voted, 1e-12)
 
-    def _start(self, counts: np.ndarray, m: int) -> np.ndarray:
-        """Majority-vote posterior (soft), the neutral 0.5 where no source voted."""
-        per_source = counts.reshape(len(counts), m, 3)
+    def collapsed(self, counts: np.ndarray) -> bool:
+        """Whether most of the cast votes come from sources the data pushed below chance."""
+        m = counts.shape[1] // 3
+        cast = counts.reshape(len(counts), m, 3)[..., OUT_NO:].sum(axis=(0, 2))
+        return bool(cast.sum() > 0 and cast[self.below_chance].sum() > COLLAPSE_SHARE * cast.sum())
+
+    def _em(self, counts: np.ndarray, m: int) -> None:
+        per_source = counts.reshape(len(counts), m, 3) * self.weights[None, :, None]
         yes, no = per_source[..., OUT_YES].sum(axis=1), per_source[..., OUT_NO].sum(axis=1)
-        return (yes + 0.5) / (yes + no + 1.0)
+        posterior = (yes + 0.5) / (yes + no + 1.0)  # majority-vote start, 0.5 where nobody voted
+        for self.iterations in range(1, self.max_iter + 1):
+            self._m_step(counts, posterior, m)
+            updated = self.predict_proba(counts)
+            change = float(np.max(np.abs(updated - posterior))) if len(updated) else 0.0
+            posterior = updated
+            if change < self.tol:
+                break
+        self._m_step(counts, posterior, m)
 
     def _m_step(self, counts: np.ndarray, posterior: np.ndarray, m: int) -> None:
-        s = max(1.0, self.prior_share * len(posterior))
-        self.prior = float((posterior.sum() + s) / (len(posterior) + 2 * s))
+        if self.class_balance is None:
+            self.prior = float((posterior.sum() + BALANCE_COUNT) / (len(posterior) + 2 * BALANCE_COUNT))
+        else:
+            self.prior = float(np.clip(self.class_balance, 1e-6, 1 - 1e-6))
         by_class = np.stack([1.0 - posterior, posterior], axis=1).astype(np.float32)  # (n, 2)
         totals = (counts.T @ by_class).reshape(m, 3, 2).transpose(0, 2, 1).astype(np.float64)  # (m, 2, 3)
-        totals += s * PSEUDO  # MAP estimate
-        self.theta = totals / totals.sum(axis=2, keepdims=True)
+        totals += PRIOR_COUNT
+        self.theta, self.below_chance = better_than_chance(totals)
+
+
+def better_than_chance(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """theta from per-class outcome counts (m, 2, 3), with each vote no likelier under the wrong class.
+
+    Where a yes vote comes out likelier under "no" (or a no vote under "yes"), both classes get the pooled
+    rate of that outcome: the vote then carries no evidence. Returns theta and which sources were moved.
+    """
+    theta = totals / totals.sum(axis=2, keepdims=True)
+    moved = np.zeros(len(theta), dtype=bool)
+    for outcome, right_class in ((OUT_YES, 1), (OUT_NO, 0)):
+        wrong = theta[:, right_class, outcome] < theta[:, 1 - right_class, outcome]
+        if wrong.any():
+            pooled = totals[wrong, :, outcome].sum(axis=1) / totals[wrong].sum(axis=(1, 2))
+            theta[wrong, :, outcome] = pooled[:, None]
+            cast = totals[:, :, outcome].sum(axis=1) - 2 * PRIOR_COUNT  # votes it really cast this way
+            moved |= wrong & (cast >= 1.0)  # a vote a one-way source never casts is no evidence of anything
+    theta[:, :, OUT_ABSTAIN] = 1.0 - theta[:, :, OUT_NO] - theta[:, :, OUT_YES]
+    return np.clip(theta, 1e-9, 1.0), moved
+
+
+def dependency_weights(counts: np.ndarray) -> np.ndarray:
+    """Per source 1 / (size of its group of copies), groups being connected components of the pairs that vote
+    on much the same records (Jaccard >= OVERLAP) with Cohen's kappa >= DUPLICATE_KAPPA where both vote, or
+    (one-way sources, whose kappa is undefined) that fire on the same records (Jaccard >= SAME_RECORDS).
+
+    Model-free on purpose: a fitted model takes a block of copies for the truth and rates them near-perfect.
+    """
+    m = counts.shape[1] // 3
+    if m < 3:
+        return np.ones(m)
+    per_source = counts.reshape(len(counts), m, 3)
+    yes, no = per_source[..., OUT_YES], per_source[..., OUT_NO]
+    both = (yes + no).T @ (yes + no)  # (m, m) records both voted on (fractional)
+    agreement = (yes.T @ yes + no.T @ no) / np.maximum(both, 1e-9)
+    yes_share = (yes.T @ (yes + no)) / np.maximum(both, 1e-9)  # [a, b]: a's share of yes where both vote
+    chance = yes_share * yes_share.T + (1 - yes_share) * (1 - yes_share.T)
+    kappa = np.where(chance < 0.999, (agreement - chance) / np.maximum(1 - chance, 1e-9), 0.0)
+    cast = both.diagonal()
+    jaccard = both / np.maximum(np.add.outer(cast, cast) - both, 1e-9)  # they vote on the same records
+    one_way_twins = (chance >= 0.999) & (agreement >= 0.999) & (jaccard >= SAME_RECORDS)
+    copies = ((kappa >= DUPLICATE_KAPPA) & (jaccard >= OVERLAP)) | one_way_twins
+    np.fill_diagonal(copies, True)
+    group = np.arange(m)
+    for _ in range(m):  # connected components by min-label propagation
+        group = np.array([group[copies[j]].min() for j in range(m)])
+    return 1.0 / np.bincount(group, minlength=m)[group]

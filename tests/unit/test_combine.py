@@ -115,10 +115,10 @@ def test_with_gold_auto_picks_the_best_method_and_says_why():
 
 
 def test_source_weights_from_the_votes_metadata_drive_weighted_vote():
-    votes = pa.table({"id": ["x"], "strong": pa.array([1], pa.int8()), "weak": pa.array([0], pa.int8())})
+    votes = pa.table({"id": ["x", "y"], "strong": pa.array([1, 0], pa.int8()), "weak": pa.array([0, 1], pa.int8())})
     tagged = votes.replace_schema_metadata({b"assay.weights": b'{"strong": 3.0, "weak": 1.0}'})
-    assert combine(tagged, method="weighted").probs.column("label").to_pylist() == [1]
-    assert combine(votes, method="weighted").probs.column("label").to_pylist() == [0]  # a tie is no
+    assert combine(tagged, method="weighted").probs.column("p_yes").to_pylist() == [0.75, 0.25]
+    assert combine(votes, method="weighted").probs.column("p_yes").to_pylist() == [0.5, 0.5]  # unweighted: a tie
 
 
 @pytest.mark.parametrize(("table", "message"), [

@@ -1,0 +1,125 @@
+"""Issue 12: the label model on input it cannot identify, on one-way keyword sources and on rare classes.
+
+Each test fails on the combiner before issue 12 (labeling/label_model.py at commit 2c4d33a): checked by
+running this file against that version (see the issue-12 report)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from assay.labeling.metrics import prevalence_labels
+from assay.labeling.model.combine import combine, majority_vote
+from assay.labeling.votes import vote_matrix
+
+
+def table(*columns: np.ndarray) -> pa.Table:
+    n = len(columns[0])
+    data = {"id": pa.array([f"r{i}" for i in range(n)])}
+    data.update({f"s{j}": pa.array(np.asarray(c, dtype=np.int8)) for j, c in enumerate(columns)})
+    return pa.table(data)
+
+
+def labels(result) -> np.ndarray:
+    return result.probs.column("label").to_numpy() == 1
+
+
+def p_yes(result) -> np.ndarray:
+    return result.probs.column("p_yes").to_numpy()
+
+
+def one_way_sources(n: int, prior: float, seed: int = 0) -> tuple[pa.Table, np.ndarray]:
+    """Keyword-like sources: 5 yes-only (fire on 10-30 % of yeses, 0.5-3 % of nos) and 5 no-only mirrors."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random(n) < prior
+    columns = []
+    for direction in (1, 0):
+        for _ in range(5):
+            target = truth if direction == 1 else ~truth
+            fires = rng.random(n) < np.where(target, rng.uniform(0.1, 0.3), rng.uniform(0.005, 0.03))
+            columns.append(np.where(fires, direction, -1))
+    return table(*columns), truth
+
+
+def test_all_abstain_gives_the_class_balance_and_labels_no_record_yes():
+    result = combine(table(np.full(100, -1), np.full(100, -1)), method="label_model")
+    assert np.allclose(p_yes(result), 0.5)
+    assert not labels(result).any()
+    assert any("cannot be identified" in w for w in result.warnings)
+
+
+def test_all_abstain_with_a_known_class_balance_returns_it():
+    result = combine(table(np.full(50, -1)), method="label_model", class_balance=0.1)
+    assert np.allclose(p_yes(result), 0.1) and result.prior == pytest.approx(0.1)
+    assert not labels(result).any()
+
+
+def test_one_precise_yes_only_rule_labels_what_it_fired_on_and_ranks_those_higher():
+    votes = np.full(2000, -1)
+    votes[:90] = 1  # fires on 4.5 % of the records
+    result = combine(table(votes), method="label_model")
+    fired = votes == 1
+    assert p_yes(result)[fired].min() > p_yes(result)[~fired].max()
+    assert (labels(result) == fired).all()
+    assert result.prior < 0.5
+    assert any("one informative source" in w for w in result.warnings)
+
+
+def test_a_source_voting_no_on_every_record_labels_nothing_yes():
+    result = combine(table(np.zeros(500)), method="label_model")
+    assert not labels(result).any()
+    assert p_yes(result).max() < 0.05
+    assert any("same vote on every record" in w for w in result.warnings)
+
+
+def test_every_source_voting_yes_everywhere_is_all_yes_with_a_warning():
+    result = combine(table(np.ones(300), np.ones(300), np.ones(300)), method="label_model")
+    assert np.allclose(p_yes(result), 1.0) and labels(result).all()
+    assert any("cannot be identified" in w for w in result.warnings)
+
+
+def test_a_constant_source_is_left_out_and_changes_nothing():
+    rng = np.random.default_rng(3)
+    truth = rng.random(3000) < 0.3
+    good = [np.where(rng.random(3000) < 0.8, truth, ~truth).astype(int) for _ in range(3)]
+    alone = combine(table(*good), method="label_model")
+    with_constant = combine(table(*good, np.zeros(3000)), method="label_model")
+    assert np.allclose(p_yes(alone), p_yes(with_constant))
+    assert any("s3" in w and "left out" in w for w in with_constant.warnings)
+
+
+def test_one_way_keyword_sources_do_not_collapse():
+    votes, truth = one_way_sources(4000, 0.5)
+    result = combine(votes, method="label_model")
+    assert abs(result.prior - truth.mean()) < 0.05
+    assert min(result.source_accuracy[f"s{j}"] for j in range(10)) > 0.6
+    matrix = vote_matrix(votes)
+    mv, _ = prevalence_labels(majority_vote(matrix, result.prior), result.prior)
+    assert (labels(result) == truth).mean() >= (mv == truth).mean() - 0.01
+    assert (labels(result) == truth).mean() > 0.75
+
+
+def test_a_rare_class_under_one_percent_is_not_floored_by_the_smoothing():
+    rng = np.random.default_rng(5)
+    truth = rng.random(40_000) < 0.003
+    columns = []
+    for _ in range(4):  # precise yes-only rules
+        columns.append(np.where(rng.random(40_000) < np.where(truth, 0.5, 0.001), 1, -1))
+    for _ in range(2):  # good two-way sources
+        vote = np.where(rng.random(40_000) < 0.98, truth, ~truth).astype(int)
+        vote[rng.random(40_000) > 0.8] = -1
+        columns.append(vote)
+    result = combine(table(*columns), method="label_model")
+    assert result.prior < 0.006
+    f1 = 2 * (labels(result) & truth).sum() / (labels(result).sum() + truth.sum())
+    assert f1 > 0.8
+
+
+def test_ties_are_labelled_alike_and_the_count_follows_the_class_balance():
+    scores = np.array([0.9, 0.7, 0.7, 0.7, 0.2, 0.2])
+    chosen, threshold = prevalence_labels(scores, 0.5)  # 3 records wanted: {0.9} or {0.9, 0.7 x3}
+    assert chosen.tolist() == [True, True, True, True, False, False]
+    assert 0.2 < threshold < 0.7
+    assert not prevalence_labels(np.full(10, 0.013), 0.013)[0].any()
+    assert prevalence_labels(np.full(4, 0.6), 1.0)[0].all()
