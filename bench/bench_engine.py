@@ -1,392 +1,284 @@
-"""Benchmark the multi-LoRA batch engine.
+"""The multi-LoRA engine against the strongest baselines and against this CPU's own matmul limit.
 
-Two benchmarks, picked by ``--shape``:
+In ONE process run, on the same records (the first ``--records`` of ``examples/data/jigsaw/train.parquet``),
+the same adapters (the bundled MiniLM, rank-8 PEFT LoRA on ``query, key, value, dense`` with random
+non-zero weights, saved and promoted in a real registry, built by ``tests/engine_fixtures.make_adapter``),
+the same max length, dtype (fp32) and torch threads, each method after a warm-up, at each depth
+(top 1 / top 2 / all 6 layers) and adapter count (``--adapters``, default 1 7 32):
 
-* ``--shape minilm`` (default): the bundled MiniLM base, 7 real PEFT adapters (one per Jigsaw
-  question) and 2,000 bundled records from ``examples/data/jigsaw/train.parquet``. In one run it
-  times the engine on the ``assay score`` path (``Scorer.from_registry`` + ``score_files``: Parquet
-  in, Parquet out) side by side with (a) a plain PEFT loop that sets each adapter in turn and scores
-  every record and (b) PEFT's mixed-adapter batch (``adapter_names=``), for adapters on the top
-  layer of 6 (what distillation produces by default), the top 2 or all layers. Throughput is
-  records x questions per second; the three methods' P(yes) are compared to make sure they
-  computed the same thing.
+* the engine (``Scorer.score_texts``, what ``assay score`` runs), and the engine with its LoRA stacks
+  switched off (same fan-out, no LoRA math: what the LoRA products cost);
+* the baselines of ``bench/engine_baselines.py``: (1) PEFT one adapter at a time, (2) PEFT mixed batches,
+  (3) PEFT on cached lower layers, (4) one merged model per question, all length-sorted under the
+  engine's token budget; (5) the base alone (the floor).
 
-* ``--shape mistral-7b`` / ``--shape tiny``: a random-weight decoder of that shape (``tiny`` is a
-  scaled-down Mistral for a CPU smoke run), 8 adapters of rank 16 on every linear layer and
-  fixed-length token records. It measures a matmul peak in the same run, the base model alone,
-  the engine with full-depth adapters (tokens/s, MFU, adapter overhead against the base on the
-  same number of rows) and with adapters on the top quarter of the layers (shared lower layers;
-  records/s against full depth).
+Reported: records x questions per second (median of ``--repeats``, method order rotated per repeat, with
+the min-max spread), the engine's ratio to the strongest of 1-4 (per repeat), max |dP| of every method
+against the engine, the LoRA overhead per adapter against the base alone
+(``(t_engine / t_base - 1) / adapters``), and MFU: the FLOPs the engine must do (``bench/flops.py``, real
+token counts) over its time, against the best ``F.linear`` rate measured at the engine's shapes in the
+same run. One invocation per depth stays under ~10 minutes on the 2-core machine:
 
-    flock /tmp/assay-bench.lock .venv/bin/python bench/bench_engine.py
-    flock /tmp/assay-bench.lock .venv/bin/python bench/bench_engine.py --shape tiny
-    .venv/bin/python bench/bench_engine.py --device cuda --shape mistral-7b
+    flock /tmp/assay-bench.lock .venv/bin/python bench/bench_engine.py --depths top1 --threads 1 \\
+        --out bench/results/engine_top1.json
+    .venv/bin/python bench/bench_engine.py --records 24 --adapters 1 3 --depths top1 --repeats 1   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the PEFT adapter builders the engine tests use
+sys.path.insert(0, str(ROOT / "bench"))
 
+import engine_baselines as bl  # noqa: E402
+import engine_report  # noqa: E402
+import flops  # noqa: E402
 from engine_fixtures import make_adapter, minilm, publish  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
-from assay.schemas.registry import AdapterVersion, Registry  # noqa: E402
-from assay.engine.adapters import LoraAdapter, LoraWeights  # noqa: E402
-from assay.engine.model import MultiLoraModel  # noqa: E402
-from assay.engine.run import score_files  # noqa: E402
-from assay.engine.scorer import Scorer  # noqa: E402
+from assay.distill.cache import CACHE_BATCH_TOKENS  # noqa: E402
+from assay.engine.batching import encode  # noqa: E402
+from assay.engine.scorer import CHUNK_ROWS, DEFAULT_BATCH_TOKENS, Scorer  # noqa: E402
+from assay.schemas.registry import Registry  # noqa: E402
 
 RECORDS = ROOT / "examples" / "data" / "jigsaw" / "train.parquet"
-QUESTIONS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate", "is_bad")
-BERT_TARGETS = ["query", "key", "value", "dense"]
-DECODER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SHAPES = {  # MistralConfig fields
-    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=8, vocab_size=32000),
-    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_attention_heads=8,
-                 num_key_value_heads=2, vocab_size=1000),
-}
-console = Console()
+JIGSAW = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate", "is_bad")
+TARGETS = ["query", "key", "value", "dense"]
+DEPTHS = {"top1": [5], "top2": [4, 5], "full": None}  # layers_to_transform of MiniLM's 6 layers
+BASELINES = ("peft_one_at_a_time", "peft_mixed", "peft_shared_lower", "merged_per_question")
+METHODS = ("engine", "engine_lora_off", *BASELINES, "base_alone")
+console = Console(stderr=True)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", choices=["minilm", *SHAPES], default="minilm")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    g = p.add_argument_group("--shape minilm")
-    g.add_argument("--records", type=int, default=2000)
-    g.add_argument("--max-length", type=int, default=128, help="token limit (the adapters' training length)")
-    g.add_argument("--rank", type=int, default=8)
-    g.add_argument("--depths", nargs="+", choices=list(DEPTHS), default=["top1", "full"])
-    g.add_argument("--batch-tokens", type=int, default=16_384, help="engine token budget (assay score default)")
-    g.add_argument("--peft-batch", type=int, default=32, help="records per forward pass of the PEFT baselines")
-    g.add_argument("--skip-peft", action="store_true", help="time the engine only")
-    g = p.add_argument_group("--shape mistral-7b / tiny")
-    g.add_argument("--adapters", type=int, default=8)
-    g.add_argument("--adapter-rank", type=int, default=16)
-    g.add_argument("--seq-len", type=int, default=256)
-    g.add_argument("--batch-records", type=int, default=None,
-                   help="records per batch (default: 32 on cuda, 8 on cpu); the engine runs records x adapters rows")
-    g.add_argument("--iters", type=int, default=None, help="timed batches (default: 10 on cuda, 3 on cpu)")
-    return p.parse_args()
+    p.add_argument("--records", type=int, default=64, help="first N records of train.parquet")
+    p.add_argument("--cell-work", type=int, default=448,
+                   help="at most this many records x questions per cell: a cell of K adapters scores the first "
+                        "max(8, min(records, cell-work / K)) records (every method the same ones)")
+    p.add_argument("--adapters", type=int, nargs="+", default=[1, 7, 32], help="adapter counts to measure")
+    p.add_argument("--depths", nargs="+", choices=list(DEPTHS), default=["top1"])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--repeats", type=int, default=2, help="timed runs of every method (order rotated)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, every method")
+    p.add_argument("--max-length", type=int, default=128, help="token limit (the adapters' training length)")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="token budget, every method")
+    p.add_argument("--warmup-records", type=int, default=16)
+    p.add_argument("--matmul-rows", type=int, nargs="+", default=[512, 2048, 8192],
+                   help="rows of the F.linear shapes timed for the machine's rate")
+    p.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table per engine run here")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine_baselines.json")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the figures (default: --out with .png)")
+    return p.parse_args(argv)
 
 
-def sync(device: torch.device | str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+def question_ids(count: int) -> list[str]:
+    """The 7 Jigsaw question ids, then ``extra_07``, ``extra_08`` ... up to ``count``."""
+    return [*JIGSAW[:count], *(f"extra_{i:02d}" for i in range(len(JIGSAW), count))]
 
 
-def timed(fn: Callable[[], object], device: torch.device | str) -> tuple[float, object]:
-    """Seconds one call of ``fn`` takes (device synchronised before and after), and what it returned."""
-    sync(device)
-    start = time.perf_counter()
-    result = fn()
-    sync(device)
-    return time.perf_counter() - start, result
+def build_adapters(root: Path, base: Path, depth: str, count: int, args: argparse.Namespace) -> dict[str, Path]:
+    """``count`` PEFT adapters at ``depth``, saved and promoted in a real registry under ``root``."""
+    paths = {}
+    for seed, qid in enumerate(tqdm(question_ids(count), desc=f"building {count} {depth} adapters", leave=False)):
+        adapter = make_adapter(base, root / "adapters" / qid, seed=seed, rank=args.rank, target_modules=TARGETS,
+                               layers_to_transform=DEPTHS[depth])
+        paths[qid] = publish(root / "registry", qid, 1, adapter, base, max_length=args.max_length)
+    return paths
 
 
-# ---------------------------------------------------------------------------------------------
-# MiniLM: the engine against PEFT
+@contextmanager
+def lora_off(scorer: Scorer):
+    """The engine with every LoRA stack removed (fan-out and heads unchanged): what the LoRA math costs."""
+    stacks = {path: w.stack for path, w in scorer.model.wrapped.items()}
+    for wrapper in scorer.model.wrapped.values():
+        wrapper.stack = None
+    try:
+        yield
+    finally:
+        for path, stack in stacks.items():
+            scorer.model.wrapped[path].stack = stack
 
 
-DEPTHS = {"top1": ([5], "top layer of 6 (distillation's default)"), "top2": ([4, 5], "top 2 of 6 layers"),
-          "full": (None, "all 6 layers")}  # --depths: layers_to_transform and the report's label
+def engine_method(scorer: Scorer, qids: list[str], off: bool = False) -> Callable[[bl.Workload], tuple]:
+    """The engine as ``work -> (P, seconds)``; ``off`` runs it with the LoRA stacks removed."""
+    def run(work: bl.Workload) -> tuple[np.ndarray, float]:
+        with lora_off(scorer) if off else nullcontext():
+            start = time.perf_counter()
+            probs = scorer.score_texts(work.texts)
+            seconds = time.perf_counter() - start
+        return np.stack([probs[q] for q in qids], 1), seconds
+    return run
 
 
-def build_registry(root: Path, base: Path, depth: str, rank: int, max_length: int) -> Registry:
-    """7 PEFT adapters with random non-zero weights, saved and promoted in a real registry."""
-    layers = DEPTHS[depth][0]
-    for seed, qid in enumerate(QUESTIONS):
-        adapter = make_adapter(base, root / "adapters" / qid, seed=seed, rank=rank, target_modules=BERT_TARGETS,
-                               layers_to_transform=layers)
-        publish(root / "registry", qid, 1, adapter, base, max_length=max_length)
-    return Registry(root / "registry")
+def methods_for(k_qids: list[str], scorer: Scorer, ctx: dict, layer: int, wanted: list[str],
+                merged_setup: dict[str, float]) -> dict[str, Callable[[bl.Workload], tuple]]:
+    """The chosen methods (the engine always) as ``work -> (P, seconds)`` for the questions ``k_qids``;
+    the merged baseline's merge seconds go to ``merged_setup``."""
+    peft, base_model, cache_model, paths = ctx["peft"], ctx["base_model"], ctx["cache_model"], ctx["paths"]
+
+    def merged(work: bl.Workload) -> tuple[np.ndarray, float]:
+        p, seconds, merge = bl.merged_per_question(base_model, paths, work, k_qids)
+        merged_setup["merge_s"] = merge
+        return p, seconds
+
+    all_methods = {
+        "engine": engine_method(scorer, k_qids),
+        "engine_lora_off": engine_method(scorer, k_qids, off=True),
+        "peft_one_at_a_time": lambda w: bl.peft_one_at_a_time(peft, w, k_qids),
+        "peft_mixed": lambda w: bl.peft_mixed(peft, w, k_qids),
+        "peft_shared_lower": lambda w: bl.peft_shared_lower(peft, cache_model, w, k_qids, layer),
+        "merged_per_question": merged,
+        "base_alone": lambda w: bl.base_alone(base_model, w),
+    }
+    return {name: fn for name, fn in all_methods.items() if name in wanted or name == "engine"}
 
 
-def peft_model(base: Path, registry: Registry, device: str):
-    """The base with every adapter loaded into one PeftModel (adapter names = question ids)."""
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2, dtype=dtype)
-    versions = [registry.current(qid) for qid in QUESTIONS]
-    peft = PeftModel.from_pretrained(model, str(versions[0].path), adapter_name=QUESTIONS[0])
-    for qid, version in zip(QUESTIONS[1:], versions[1:]):
-        peft.load_adapter(str(version.path), adapter_name=qid)
-    return peft.to(device).eval()
-
-
-def input_batches(base: Path, texts: list[str], size: int, max_length: int, device: str) -> list[dict]:
-    """Batches in input order, padded to their longest record (what a plain loop does); tokenised once."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    return [tokenizer(texts[i:i + size], truncation=True, max_length=max_length, padding=True,
-                      return_tensors="pt").to(device) for i in range(0, len(texts), size)]
+def time_methods(methods: dict, work: bl.Workload, repeats: int, warmup: int) -> tuple[dict, dict]:
+    """Seconds per repeat of every method (warm-up first, order rotated each repeat) and its last P(yes)."""
+    names = list(methods)
+    for name in names:
+        methods[name](work.subset(warmup))
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    probs: dict[str, np.ndarray] = {}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in tqdm(order, desc=f"repeat {r + 1}/{repeats}", leave=False):
+            probs[name], s = methods[name](work)
+            seconds[name].append(s)
+    return seconds, probs
 
 
-@torch.inference_mode()
-def peft_loop(peft, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
-    """(a) Set each adapter in turn and score every record with it."""
-    columns = []
-    for qid in tqdm(QUESTIONS, desc="PEFT loop", unit="adapter", leave=False):
-        peft.set_adapter(qid)
-        columns.append(torch.cat([torch.softmax(peft(**batch).logits.float(), -1)[:, 1] for batch in batches]))
-    return torch.stack(columns, 1).cpu().numpy()
+def with_probe(run: Callable[[bl.Workload], tuple], shape: dict, probes: list[float]) -> Callable:
+    """``run`` with the machine's matmul rate at ``shape`` measured just before and after (mean kept in ``probes``)."""
+    def probed(work: bl.Workload) -> tuple:
+        before = flops.probe_rate(shape)
+        result = run(work)
+        probes.append((before + flops.probe_rate(shape)) / 2)
+        return result
+    return probed
 
 
-@torch.inference_mode()
-def peft_mixed(peft, batches: list[dict[str, torch.Tensor]]) -> np.ndarray:
-    """(b) PEFT's mixed-adapter batch: each record repeated once per adapter, ``adapter_names=`` per row."""
-    rows = []
-    for batch in tqdm(batches, desc="PEFT mixed batch", unit="batch", leave=False):
-        n = batch["input_ids"].shape[0]
-        names = [qid for qid in QUESTIONS for _ in range(n)]
-        repeated = {key: value.repeat(len(QUESTIONS), 1) for key, value in batch.items()}
-        p = torch.softmax(peft(**repeated, adapter_names=names).logits.float(), -1)[:, 1]
-        rows.append(p.view(len(QUESTIONS), n).T)
-    return torch.cat(rows).cpu().numpy()
+def cell_records(k: int, args: argparse.Namespace) -> int:
+    """Records a cell of ``k`` adapters scores: bounded work per cell (see ``--cell-work``)."""
+    return min(args.records, max(8, args.cell_work // k))
 
 
-def bench_minilm(args: argparse.Namespace) -> list[dict]:
+def measure(depth: str, k: int, ctx: dict, args: argparse.Namespace) -> dict:
+    """One (depth, adapter count) cell: timings, ratios, parity, FLOPs and MFU."""
+    qids = question_ids(k)
+    scorer = Scorer.from_registry(Registry(ctx["root"] / "registry"), questions=qids,
+                                  batch_tokens=args.batch_tokens, max_length=args.max_length)
+    fan = scorer.model.fan_stage
+    merged_setup = {"merge_s": 0.0}
+    methods = methods_for(qids, scorer, ctx, fan, args.methods, merged_setup)
+    probes: list[float] = []
+    methods["engine"] = with_probe(methods["engine"], ctx["best_shape"], probes)
+    n = cell_records(k, args)
+    work, lengths = ctx["work"].subset(n), ctx["lengths"][:n]
+    seconds, probs = time_methods(methods, work, args.repeats, args.warmup_records)
+    row = {"depth": depth, "adapters": k, "records": n, "tokens": int(sum(lengths)), "fan_stage": fan,
+           "seconds": seconds,
+           "rqps": {m: [n * (k if m != "base_alone" else 1) / s for s in v] for m, v in seconds.items()},
+           "max_abs_dp": {m: float(np.abs(probs[m] - probs["engine"]).max()) for m in probs
+                          if m in BASELINES or m == "engine"},
+           "merge_s": merged_setup["merge_s"]}
+    engine_report.derive(row, BASELINES)
+    counts = flops.engine_flops(lengths, scorer.model.config, scorer.model.arch,
+                                list(scorer.model.adapters.values()), fan)
+    row["flops"] = counts
+    row["engine_gflops_per_s"] = [counts["total"] / s / 1e9 for s in seconds["engine"]]
+    row["mfu"] = [g / ctx["peak_gflops"] for g in row["engine_gflops_per_s"]]
+    row["matmul_probe_gflops"] = probes[-args.repeats:]  # the limit around each timed engine run
+    row["mfu_vs_probe"] = [g / p for g, p in zip(row["engine_gflops_per_s"], row["matmul_probe_gflops"])]
+    if "base_alone" in seconds:
+        base = flops.base_flops(lengths, scorer.model.config)
+        row["base_mfu"] = [base / s / 1e9 / ctx["peak_gflops"] for s in seconds["base_alone"]]
+        row["lora_overhead_per_adapter"] = [(e / b - 1) / k for e, b in zip(seconds["engine"], seconds["base_alone"])]
+    if args.profile:
+        row["profile"] = engine_report.profile(methods["engine"], work, args.profile / f"engine_{depth}_{k}.txt")
+    del scorer
+    return row
+
+
+def setup(args: argparse.Namespace) -> dict:
+    """Records, tokenizer, token statistics and the matmul rates: shared by every cell."""
     base = minilm()
-    records = pq.read_table(RECORDS, columns=["id", "text"]).slice(0, args.records)
-    texts = records.column("text").to_pylist()
-    n, k = records.num_rows, len(QUESTIONS)
-    results = []
+    texts = pq.read_table(RECORDS, columns=["text"]).slice(0, args.records).column("text").to_pylist()
+    probe = Scorer(base, batch_tokens=args.batch_tokens, max_length=args.max_length)
+    work = bl.Workload(texts, probe.tokenizer, args.max_length, args.batch_tokens, probe.pad_id)
+    encoded = encode(probe.tokenizer, texts, args.max_length)
+    lengths = [len(ids) for ids in encoded.ids]
+    rates = flops.matmul_rates(probe.model.config, args.matmul_rows)
+    ctx = {"base": base, "work": work, "lengths": lengths, "truncated": encoded.truncated, "rates": rates,
+           "peak_gflops": max(r["gflops"] for r in rates), "config": probe.model.config,
+           "best_shape": max(rates, key=lambda r: r["gflops"])}
+    ctx["token_stats"] = engine_report.token_stats(lengths, work, encoded.truncated)
+    del probe
+    return ctx
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    header = provenance(effective_config(args))
+    ctx = setup(args)
+    cells = []
     for depth in args.depths:
         with tempfile.TemporaryDirectory() as folder:
-            root = Path(folder)
-            pq.write_table(records, root / "records.parquet")
-            registry = build_registry(root, base, depth, args.rank, args.max_length)
-            load_s, scorer = timed(lambda: Scorer.from_registry(registry, device=args.device,
-                                                                batch_tokens=args.batch_tokens), args.device)
-            scorer.score_texts(texts[:16])  # warm-up
-            scorer.model.pooled_only = False  # before the last-layer optimisation, for the record
-            before_s, _ = timed(lambda: score_files(scorer, root / "records.parquet", root / "before"), args.device)
-            scorer.model.pooled_only = True
-            engine_s, summary = timed(lambda: score_files(scorer, root / "records.parquet", root / "scored"),
-                                      args.device)
-            scored = pa.concat_tables(pq.read_table(f) for f in sorted((root / "scored").glob("part-*.parquet")))
-            engine_p = np.stack([scored.sort_by("id").column(f"{q}_p").to_numpy() for q in QUESTIONS], 1)
-            by_id = np.argsort(records.column("id").to_numpy(zero_copy_only=False), kind="stable")
-            row = {"depth": depth, "records": n, "questions": k, "engine_s": engine_s, "engine_load_s": load_s,
-                   "engine_whole_last_layer_s": before_s, "engine_whole_last_layer_rqps": n * k / before_s,
-                   "fan_stage": scorer.model.fan_stage, "truncated": summary.truncated,
-                   "engine_rqps": n * k / engine_s}
-            del scorer
-            if not args.skip_peft:
-                peft = peft_model(base, registry, args.device)
-                batches = input_batches(base, texts, args.peft_batch, args.max_length, args.device)
-                with torch.inference_mode():
-                    peft(**batches[0])  # warm-up
-                row["loop_s"], loop_p = timed(lambda: peft_loop(peft, batches), args.device)
-                row["mixed_s"], mixed_p = timed(lambda: peft_mixed(peft, batches), args.device)
-                row["loop_rqps"], row["mixed_rqps"] = n * k / row["loop_s"], n * k / row["mixed_s"]
-                row["vs_loop"], row["vs_mixed"] = row["loop_s"] / engine_s, row["mixed_s"] / engine_s
-                row["max_abs_diff_loop"] = float(np.abs(engine_p - loop_p[by_id]).max())
-                row["max_abs_diff_mixed"] = float(np.abs(engine_p - mixed_p[by_id]).max())
-                del peft
-            results.append(row)
-            console.print(row)
+            ctx["root"] = Path(folder)
+            ctx["paths"] = build_adapters(ctx["root"], ctx["base"], depth, max(args.adapters), args)
+            ctx["base_model"] = bl.load_base(ctx["base"])
+            ctx["cache_model"] = bl.load_base(ctx["base"])
+            ctx["peft"] = bl.load_peft(ctx["base"], ctx["paths"])
+            for k in sorted(args.adapters):
+                cells.append(measure(depth, k, ctx, args))
+                console.print(engine_report.cell_line(cells[-1]))
+            del ctx["peft"]
+    results = {"matmul_rates": ctx["rates"], "peak_gflops": ctx["peak_gflops"], "token_stats": ctx["token_stats"],
+               "cells": cells}
+    write_result(args.out, effective_config(args), results, header)
     return results
 
 
-def report_minilm(args: argparse.Namespace, results: list[dict]) -> None:
-    title = (f"MiniLM, {results[0]['records']:,} Jigsaw records x {results[0]['questions']} adapters (rank "
-             f"{args.rank}), max_length {args.max_length}, {args.device}, torch threads {torch.get_num_threads()}")
-    headers = ["adapters", "engine rec×q/s", "(whole last layer)", "PEFT loop rec×q/s", "PEFT mixed rec×q/s",
-               "vs loop", "vs mixed", "engine s", "loop s", "mixed s", "max |ΔP|"]
-    lines = []
-    for r in results:
-        depth = DEPTHS[r["depth"]][1]
-        if "loop_s" in r:
-            lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['engine_whole_last_layer_rqps']:,.0f}",
-                          f"{r['loop_rqps']:,.0f}", f"{r['mixed_rqps']:,.0f}",
-                          f"{r['vs_loop']:.2f}×", f"{r['vs_mixed']:.2f}×", f"{r['engine_s']:.1f}",
-                          f"{r['loop_s']:.1f}", f"{r['mixed_s']:.1f}",
-                          f"{max(r['max_abs_diff_loop'], r['max_abs_diff_mixed']):.1e}"])
-        else:
-            lines.append([depth, f"{r['engine_rqps']:,.0f}", f"{r['engine_whole_last_layer_rqps']:,.0f}", "-", "-",
-                          "-", "-", f"{r['engine_s']:.1f}", "-", "-", "-"])
-    print_table(title, headers, lines)
+def effective_config(args: argparse.Namespace) -> dict:
+    """Every setting in effect: the arguments and the library defaults the run relies on."""
+    return {**vars(args), "torch_threads": torch.get_num_threads(), "dtype": "float32", "device": "cpu",
+            "records_file": str(RECORDS), "lora_targets": TARGETS, "lora_alpha": 2 * args.rank, "lora_std": 0.05,
+            "layers_to_transform": {d: DEPTHS[d] for d in args.depths}, "engine_share_lower": True,
+            "engine_pooled_only": True, "engine_chunk_rows": CHUNK_ROWS, "cache_batch_tokens": CACHE_BATCH_TOKENS,
+            "base": str(minilm())}
 
 
-# ---------------------------------------------------------------------------------------------
-# Random-weight decoder: throughput, MFU, adapter overhead, shared lower layers
-
-
-def matmul_peak(device: str, dtype: torch.dtype) -> float:
-    """Best FLOP/s of a square matmul measured now (8192 on cuda, 1024 on cpu)."""
-    n = 8192 if device == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = min(timed(lambda: a @ b, device)[0] for _ in range(10))
-    return 2 * n**3 / best
-
-
-def random_decoder(shape: str, device: str, dtype: torch.dtype):
-    """A random-weight ``MistralForSequenceClassification`` of ``shape`` built on ``device`` (no disk)."""
-    from transformers import MistralConfig, MistralForSequenceClassification
-
-    config = MistralConfig(**SHAPES[shape], max_position_embeddings=4096, num_labels=2, pad_token_id=0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = MistralForSequenceClassification(config)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval()
-
-
-def random_adapters(model: MultiLoraModel, count: int, rank: int, layers: range, seed: int = 0) -> list[LoraAdapter]:
-    """``count`` in-memory adapters of ``rank`` on every linear layer of ``layers``, random non-zero weights."""
-    g = torch.Generator().manual_seed(seed)
-    hidden = model.config.hidden_size
-    adapters = []
-    for i in range(count):
-        modules = {}
-        for layer in layers:
-            for path, linear in model.arch.stages[layer].named_modules():
-                if isinstance(linear, torch.nn.Linear) and path.rsplit(".", 1)[-1] in DECODER_TARGETS:
-                    a = torch.randn(linear.in_features, rank, generator=g) / math.sqrt(linear.in_features)
-                    b = torch.randn(rank, linear.out_features, generator=g) * 0.01
-                    modules[f"{model.arch.layers_path}.{layer}.{path}"] = LoraWeights(a=a, b=b, scale=2.0)
-        head = {"weight": torch.randn(2, hidden, generator=g) / math.sqrt(hidden)}
-        adapters.append(LoraAdapter(AdapterVersion(f"q{i}", 1, Path("."), {}), modules=modules, head=head))
-    return adapters
-
-
-def decoder_flops_per_token(config, seq_len: int) -> float:
-    """Forward FLOPs per token of the base: 2 x linear weights + attention scores and values (4 x T x d per layer)."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    d, f, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * head_dim
-    linear = d * d * 2 + d * kv * 2 + 3 * d * f  # q, o; k, v; gate, up, down
-    return config.num_hidden_layers * (2 * linear + 4 * seq_len * d)
-
-
-def bench_decoder(args: argparse.Namespace) -> dict:
-    device = args.device
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    on_gpu = device == "cuda"
-    batch, iters = args.batch_records or (32 if on_gpu else 8), args.iters or (10 if on_gpu else 3)
-    k, seq = args.adapters, args.seq_len
-    peak = matmul_peak(device, dtype)
-    model = MultiLoraModel(random_decoder(args.shape, device, dtype))
-    config, n_layers = model.config, model.arch.n_layers
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, config.vocab_size, (batch, seq), generator=g).to(device)
-    mask = torch.ones_like(ids)
-    many_ids, many_mask = ids.repeat(k, 1), mask.repeat(k, 1)
-
-    def measure(fn: Callable[[], object], label: str) -> float:
-        fn()  # warm-up (compiles the Triton kernels on the first call)
-        times = [timed(fn, device)[0] for _ in tqdm(range(iters), desc=label, leave=False)]
-        return float(np.median(times))
-
-    with torch.inference_mode():
-        base_s = measure(lambda: model.arch.inner(input_ids=many_ids, attention_mask=many_mask, use_cache=False),
-                         f"base alone, {k * batch} rows")
-        full = random_adapters(model, k, args.adapter_rank, range(n_layers))
-        top = random_adapters(model, k, args.adapter_rank, range(n_layers - n_layers // 4, n_layers), seed=1)
-        for adapter in full:
-            model.add(adapter)
-        model.pooled_only = False  # the same work as the base alone, plus LoRA: the adapter overhead
-        same_work_s = measure(lambda: model.probabilities(ids, mask), f"{k} full-depth adapters, whole last layer")
-        model.pooled_only = True
-        full_s = measure(lambda: model.probabilities(ids, mask), f"{k} full-depth adapters")
-        for adapter in top:
-            model.add(adapter)  # same question ids: replaces the full-depth ones
-        top_fan = model.fan_stage
-        top_s = measure(lambda: model.probabilities(ids, mask), f"{k} top-quarter adapters")
-    tokens = k * batch * seq
-    flops = decoder_flops_per_token(config, seq) * tokens
-    result = {
-        "shape": args.shape, "device": torch.cuda.get_device_name() if on_gpu else "cpu", "dtype": str(dtype),
-        "layers": n_layers, "adapters": k, "rank": args.adapter_rank, "seq_len": seq, "batch_records": batch,
-        "matmul_peak_tflops": peak / 1e12,
-        "base_tokens_per_s": tokens / base_s, "base_mfu": flops / base_s / peak,
-        "full_tokens_per_s": tokens / full_s, "full_mfu": flops / same_work_s / peak,
-        "full_records_per_s": batch / full_s, "adapter_overhead": same_work_s / base_s - 1,
-        "top_quarter_first_adapted_layer": top_fan, "top_records_per_s": batch / top_s,
-        "top_vs_full": full_s / top_s,
-    }
-    return result
-
-
-def report_decoder(result: dict) -> None:
-    r = result
-    title = (f"random-weight {r['shape']} ({r['layers']} layers), {r['device']} {r['dtype']}, {r['adapters']} adapters "
-             f"rank {r['rank']}, {r['batch_records']} records x {r['seq_len']} tokens per batch; "
-             f"matmul peak {r['matmul_peak_tflops']:.2f} TFLOP/s")
-    lines = [
-        ["base alone (records x adapters rows)", f"{r['base_tokens_per_s']:,.0f} tok/s", f"MFU {r['base_mfu']:.1%}"],
-        [f"{r['adapters']} full-depth adapters", f"{r['full_tokens_per_s']:,.0f} tok/s",
-         f"MFU {r['full_mfu']:.1%} (measured with the whole last layer, like the base)"],
-        ["adapter overhead", f"{r['adapter_overhead']:+.1%}",
-         "engine with whole last layer vs base alone on the same rows (target ≤ 5%)"],
-        ["full depth", f"{r['full_records_per_s']:,.1f} rec/s", ""],
-        [f"top quarter (shared layers 0-{r['top_quarter_first_adapted_layer'] - 1})",
-         f"{r['top_records_per_s']:,.1f} rec/s", f"{r['top_vs_full']:.2f}× full depth (target ≥ 2.5×)"],
-    ]
-    print_table(title, ["mode", "throughput", "notes"], lines)
-
-
-def print_table(title: str, headers: list[str], lines: list[list[str]]) -> None:
-    """Print a rich table and the same as Markdown (for docs/PERFORMANCE.md)."""
-    table = Table(*headers, title=title)
-    for cells in lines:
-        table.add_row(*cells)
-    console.print(table)
-    print(f"\n{title}\n\n| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
-    for cells in lines:
-        print("| " + " | ".join(cells) + " |")
-
-
-def main() -> None:
-    args = parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    if args.shape == "mistral-7b" and args.device != "cuda":
-        raise SystemExit("--shape mistral-7b needs --device cuda (use --shape tiny on CPU)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.shape == "minilm":
-        results = bench_minilm(args)
-        report_minilm(args, results)
-    else:
-        results = bench_decoder(args)
-        report_decoder(results)
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=1))
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.repeats < 1 or args.records < 1 or min(args.adapters) < 1:
+        raise SystemExit("--repeats, --records and --adapters must be >= 1")
+    results = run(args)
+    markdown = engine_report.markdown(results, args)
+    print(markdown)
+    args.out.with_suffix(".md").write_text(markdown + "\n")
+    engine_report.plot(results, args.plot or args.out.with_suffix(".png"))
+    return results
 
 
 if __name__ == "__main__":

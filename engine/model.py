@@ -23,6 +23,8 @@ import torch
 import transformers
 from torch import nn
 from transformers import AutoModelForSequenceClassification
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 from .adapters import AdapterError, LoraAdapter
 from .multilora import MultiLoraLinear, RowGroups
@@ -84,6 +86,21 @@ def _repeat(value: Any, batch: int, copies: int) -> Any:
     return value
 
 
+def _first_query_attention(module: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+                           **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """BERT self-attention for the first token's query only: ``[rows, 1, hidden]`` (keys, values: all tokens)."""
+    rows, width = hidden.shape[:2]
+    size = module.attention_head_size
+    query = module.query(hidden[:, :1]).view(rows, 1, -1, size).transpose(1, 2)
+    key = module.key(hidden).view(rows, width, -1, size).transpose(1, 2)
+    value = module.value(hidden).view(rows, width, -1, size).transpose(1, 2)
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+        attention_mask = attention_mask[:, :, :1]
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager_attention_forward)
+    out, weights = attend(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling, **kwargs)
+    return out.reshape(rows, 1, -1).contiguous(), weights
+
+
 class MultiLoraModel:
     """The base model with its loaded adapters; :meth:`probabilities` scores a padded batch."""
 
@@ -108,6 +125,7 @@ class MultiLoraModel:
         last = self.arch.stages[self.arch.n_layers - 1]
         if self.arch.kind == "encoder":
             last.attention.register_forward_hook(self._first_token_only)
+            self._first_query_only(last.attention)
         else:
             last.mlp.register_forward_pre_hook(self._gather_pooled)
             last.mlp.register_forward_hook(self._scatter_pooled)
@@ -157,6 +175,30 @@ class MultiLoraModel:
         if self._fan is None or not self.pooled_only:
             return None
         return (output[0][:, :1], *output[1:])
+
+    # In BERT's last layer, the attention output is read at the first token only, so only that token
+    # needs a query: keys and values still run over every token, the query, the attention scores and
+    # the residual of the attention output at that token alone.
+    def _first_query_only(self, attention: nn.Module) -> None:
+        self_attention, output = getattr(attention, "self", None), getattr(attention, "output", None)
+        if output is None or not all(hasattr(self_attention, name) for name in
+                                     ("query", "key", "value", "attention_head_size", "scaling", "config")):
+            return  # not BERT's self-attention layout: the whole attention runs
+        whole = self_attention.forward
+
+        def forward(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None,
+                    **kwargs: Any) -> tuple:
+            if self._fan is None or not self.pooled_only or cache is not None:
+                return whole(hidden_states, attention_mask=attention_mask, cache=cache, **kwargs)
+            return _first_query_attention(self_attention, hidden_states, attention_mask, **kwargs)
+
+        self_attention.forward = forward
+        output.register_forward_pre_hook(self._first_token_residual)
+
+    def _first_token_residual(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._fan is None or not self.pooled_only or len(args) != 2:
+            return None
+        return args[0], args[1][:, :1]
 
     def _gather_pooled(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._pooled is None:

@@ -1,0 +1,134 @@
+"""Figures, profile, Markdown and plot of bench/bench_engine.py (the engine against its baselines)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABELS = {"engine": "engine", "engine_lora_off": "engine, LoRA off", "peft_one_at_a_time": "(1) PEFT one at a time",
+          "peft_mixed": "(2) PEFT mixed", "peft_shared_lower": "(3) PEFT cached lower layers",
+          "merged_per_question": "(4) merged per question", "base_alone": "(5) base alone"}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of repeated measurements."""
+    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
+
+
+def derive(row: dict, baselines: Sequence[str]) -> None:
+    """Add medians, the strongest baseline per repeat and the engine's ratio to it, the LoRA-math share."""
+    rqps = row["rqps"]
+    row["rqps_spread"] = {m: spread(v) for m, v in rqps.items()}
+    present = [b for b in baselines if b in rqps]
+    if present:
+        repeats = len(rqps["engine"])
+        strongest = [max(present, key=lambda b: rqps[b][r]) for r in range(repeats)]
+        row["strongest_per_repeat"] = strongest
+        row["vs_strongest"] = [rqps["engine"][r] / rqps[strongest[r]][r] for r in range(repeats)]
+    if "engine_lora_off" in rqps:
+        seconds = row["seconds"]
+        row["lora_math_share"] = [e / o - 1 for e, o in zip(seconds["engine"], seconds["engine_lora_off"])]
+
+
+def token_stats(lengths: Sequence[int], work, truncated: int, in_order_batch: int = 32) -> dict[str, Any]:
+    """Token lengths of the records and the padded tokens of length-sorted vs input-order batches."""
+    t = np.asarray(lengths)
+    sorted_padded = sum(len(b.indices) * b.input_ids.shape[1] for b in work.batches(copies=1))
+    in_order = sum(len(t[i:i + in_order_batch]) * int(t[i:i + in_order_batch].max())
+                   for i in range(0, len(t), in_order_batch))
+    return {"records": int(len(t)), "tokens": int(t.sum()), "mean": float(t.mean()), "median": float(np.median(t)),
+            "p75": float(np.percentile(t, 75)), "p95": float(np.percentile(t, 95)), "max": int(t.max()),
+            "truncated": int(truncated), "padded_tokens_sorted_budget": int(sorted_padded),
+            f"padded_tokens_input_order_{in_order_batch}": int(in_order)}
+
+
+def profile(run: Callable, work, path: Path, rows: int = 25) -> list[dict[str, Any]]:
+    """Profile one engine run with torch.profiler; write the op table to ``path``, return the top ops' shares."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(work)
+    averages = prof.key_averages()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(averages.table(sort_by="self_cpu_time_total", row_limit=rows) + "\n")
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    top = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:8]
+    return [{"op": e.key, "self_cpu_share": e.self_cpu_time_total / total, "calls": e.count} for e in top]
+
+
+def _fmt(s: dict[str, float]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}–{s['max']:,.0f})"
+
+
+def _ratio(values: Sequence[float], fmt: str = ".2f", suffix: str = "×") -> str:
+    s = spread(values)
+    return f"{s['median']:{fmt}}{suffix} ({s['min']:{fmt}}–{s['max']:{fmt}})"
+
+
+def markdown(results: dict, args) -> str:
+    """The run as Markdown tables: throughput, ratios, parity, MFU, overhead."""
+    ts = results["token_stats"]
+    rates = ", ".join(f"{r['rows']}×{r['in']}→{r['out']}: {r['gflops']:.1f}" for r in results["matmul_rates"])
+    padded = ts["padded_tokens_input_order_32"]
+    lines = [f"Records: {ts['records']} (tokens mean {ts['mean']:.1f}, median {ts['median']:.0f}, p95 {ts['p95']:.0f}, "
+             f"max {ts['max']}, {ts['truncated']} cut at {args.max_length}); padded tokens, length-sorted budget "
+             f"{ts['padded_tokens_sorted_budget']:,} vs input-order batches of 32 {padded:,}.",
+             "", f"F.linear GFLOP/s at the engine's shapes (fp32, {args.threads} thread(s)): {rates}; "
+             f"machine limit used for MFU: {results['peak_gflops']:.1f} GFLOP/s.", ""]
+    methods = [m for m in LABELS if any(m in c["rqps"] for c in results["cells"])]
+    head = ["depth", "adapters", "records", *[LABELS[m] for m in methods], "engine ÷ strongest of 1–4", "strongest",
+            "max \\|ΔP\\|", "MFU: vs start-of-run limit / vs limit around the run", "LoRA overhead / adapter"]
+    lines += ["Records × questions / s, median of the repeats (min–max):", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in results["cells"]:
+        cells = [c["depth"], str(c["adapters"]), str(c["records"])]
+        cells += [_fmt(c["rqps_spread"][m]) if m in c["rqps"] else "–" for m in methods]
+        cells.append(_ratio(c["vs_strongest"]) if "vs_strongest" in c else "–")
+        cells.append(", ".join(sorted({LABELS[s][:3] for s in c.get("strongest_per_repeat", [])})) or "–")
+        dp = [v for m, v in c["max_abs_dp"].items() if m != "engine"]
+        cells.append(f"{max(dp):.1e}" if dp else "–")
+        cells.append(f"{_ratio(c['mfu'], '.0%', '')} / {_ratio(c['mfu_vs_probe'], '.0%', '')}")
+        cells.append(_ratio(c["lora_overhead_per_adapter"], "+.1%", "") if "lora_overhead_per_adapter" in c else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cell_line(c: dict) -> str:
+    """One line of progress per finished cell."""
+    parts = [f"{c['depth']} x{c['adapters']}:"] + [f"{m} {c['rqps_spread'][m]['median']:,.0f}" for m in c["rqps"]]
+    if "vs_strongest" in c:
+        parts.append(f"vs strongest {np.median(c['vs_strongest']):.2f}x")
+    parts.append(f"MFU {np.median(c['mfu']):.0%}")
+    return " | ".join(parts)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Grouped bars of records x questions / s per method, one panel per depth (log scale)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = list(dict.fromkeys(c["depth"] for c in results["cells"]))
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4.2), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        cells = [c for c in results["cells"] if c["depth"] == depth]
+        methods = [m for m in LABELS if m in cells[0]["rqps"]]
+        width = 0.8 / len(methods)
+        for j, m in enumerate(methods):
+            ys = [c["rqps_spread"][m]["median"] for c in cells]
+            ax.bar(np.arange(len(cells)) + j * width, ys, width, label=LABELS[m])
+        ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [str(c["adapters"]) for c in cells])
+        ax.set_yscale("log")
+        ax.set_xlabel("adapters")
+        ax.set_ylabel("records × questions / s")
+        ax.set_title(f"MiniLM, adapters on {depth}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
