@@ -19,8 +19,8 @@ from rich.table import Table
 
 from assay.labeling.teacher.prompt import render_prompt
 from assay.labeling.teacher.residency import ResidencyError
-from assay.labeling.teacher.settings import SettingsError, load_settings
-from assay.schemas import QuestionSpecError, load_questions, select
+from assay.labeling.teacher.settings import Settings, SettingsError, load_settings
+from assay.schemas import QuestionSpec, QuestionSpecError, load_questions, select
 from assay.schemas.questions import LlmSource, LocalLlmSource
 
 if TYPE_CHECKING:
@@ -33,11 +33,35 @@ PROBE_TEXT = "Thanks for fixing the references on this page."
 
 
 def _probe(teacher: LlmTeacher) -> str:
+    """One request with the fixed harmless text (audited like any other send)."""
     start = time.perf_counter()
-    completion = teacher.client().chat.completions.create(**teacher.body(teacher.prepare("probe", PROBE_TEXT)))
+    request = teacher.prepare("probe", PROBE_TEXT)
+    teacher.ledger.sending(request, 1)
+    completion = teacher.client().chat.completions.create(**teacher.body(request))
     choice = completion.choices[0]
     logprobs = "with logprobs" if choice.logprobs and choice.logprobs.content else "no logprobs (hard votes)"
     return f"answered {choice.message.content!r} in {time.perf_counter() - start:.2f}s, {logprobs}"
+
+
+def _check_llm(spec: QuestionSpec, source: LlmSource, settings: Settings, scratch: Path, text_chars: int,
+               probe: bool) -> tuple[bool, str, str]:
+    """(usable, status, USD per 1k records) of one LLM source; a refused endpoint is never connected to."""
+    from assay.labeling.teacher import LlmTeacher, LlmTeacherError  # the openai client: only when checking
+    from assay.labeling.teacher.cost import cost_usd, estimate_prompt_tokens
+    from assay.labeling.teacher.transport import read_api_key
+
+    estimate, teacher = "-", None
+    try:
+        teacher = LlmTeacher(spec, source, scratch, settings, progress=False)
+        tokens = estimate_prompt_tokens(render_prompt(spec, "x" * text_chars, source.prompt))
+        usd = 1000 * cost_usd(teacher.price, tokens, source.max_answer_tokens, source.mode == "batch")
+        estimate = f"{usd:.4f}" if teacher.price else "0 (no price: set prices)"
+        read_api_key(source)
+        return True, _probe(teacher) if probe else "[green]allowed, key set[/green]", estimate
+    except (ResidencyError, LlmTeacherError) as error:
+        return False, f"[red]{error}[/red]", estimate
+    except Exception as error:  # a failed probe: show it (the key blanked), keep checking the others
+        return False, f"[red]probe failed: {teacher.describe(error) if teacher else error}[/red]", estimate
 
 
 @teachers_app.command("check")
@@ -45,13 +69,10 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
           settings_path: Path | None = typer.Option(None, "--settings", help="assay.yaml (default: $ASSAY_CONFIG "
                                                                                "or ./assay.yaml)"),
           only: str | None = typer.Option(None, "--only", help="Comma-separated question ids."),
-          text_chars: int = typer.Option(500, "--text-chars", help="Typical record length for the cost estimate."),
+          text_chars: int = typer.Option(500, "--text-chars", min=1,
+                                         help="Typical record length for the cost estimate."),
           probe: bool = typer.Option(False, "--probe", help="Send one request with a fixed harmless text.")) -> None:
     """Residency, key, price and (optionally) a live probe for every teacher; exit 1 when one is unusable."""
-    from assay.labeling.teacher import LlmTeacher, LlmTeacherError  # the openai client: only when checking
-    from assay.labeling.teacher.cost import cost_usd, estimate_prompt_tokens
-    from assay.labeling.teacher.http import read_api_key
-
     try:
         settings = load_settings(settings_path)
         questions = select(load_questions(folder), only)
@@ -63,8 +84,7 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
         table.add_column(column)
     problems = 0
     with tempfile.TemporaryDirectory() as scratch:
-        for loaded in questions:
-            spec = loaded.spec
+        for spec in (loaded.spec for loaded in questions):
             for source in spec.sources:
                 if isinstance(source, LocalLlmSource):
                     ok = Path(source.path).expanduser().is_dir()
@@ -72,24 +92,11 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
                     table.add_row(spec.id, source.name, source.path,
                                   "[green]model folder found[/green]" if ok else "[red]model folder missing[/red]",
                                   "0 (local)")
-                if not isinstance(source, LlmSource):
-                    continue
-                estimate = "-"
-                try:
-                    teacher = LlmTeacher(spec, source, Path(scratch), settings, progress=False)
-                    tokens = estimate_prompt_tokens(render_prompt(spec, "x" * text_chars, source.prompt))
-                    usd = 1000 * cost_usd(teacher.price, tokens, source.max_answer_tokens, source.mode == "batch")
-                    estimate = f"{usd:.4f}" if teacher.price else "0 (no price: set prices)"
-                    read_api_key(source)
-                    status = _probe(teacher) if probe else "[green]allowed, key set[/green]"
-                except (ResidencyError, LlmTeacherError) as error:
-                    problems += 1
-                    status = f"[red]{error}[/red]"
-                except Exception as error:  # a failed probe: show it, keep checking the others
-                    problems += 1
-                    status = f"[red]probe failed: {type(error).__name__}: {str(error)[:160]}[/red]"
-                table.add_row(spec.id, source.name, f"{source.base_url} ({source.model}, {source.mode})", status,
-                              estimate)
+                elif isinstance(source, LlmSource):
+                    ok, status, estimate = _check_llm(spec, source, settings, Path(scratch), text_chars, probe)
+                    problems += not ok
+                    table.add_row(spec.id, source.name, f"{source.base_url} ({source.model}, {source.mode})", status,
+                                  estimate)
     if not table.row_count:
         console.print(f"no llm or local_llm sources in {folder}: nothing to check")
         return

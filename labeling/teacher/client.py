@@ -37,13 +37,13 @@ from .batch import BatchJob, run_batches
 from .cache import ResponseCache
 from .cost import Budget, cost_usd, estimate_prompt_tokens
 from .errors import FATAL, RETRYABLE, LlmTeacherError, describe
-from .http import check_key_name, open_client, read_api_key
 from .ledger import Failure, Ledger, PreparedRecord
 from .masking import Masker
 from .prompt import decide, read_completion, render_prompt, truncate
 from .ratelimit import RateLimiter, backoff_s, retry_after_s
 from .residency import Guard, ResidencyError, refusal
 from .settings import Settings, load_settings
+from .transport import check_key_name, open_client, read_api_key
 
 UNREACHABLE_AFTER = 3  # records in a row that exhausted their retries with no success between: stop the run
 
@@ -188,7 +188,7 @@ class LlmTeacher:
 
     def client(self) -> openai.OpenAI:
         """The openai client (created on first use): no client retries, no environment proxies, no redirects,
-        every connection dialled to an address the residency guard checked (see `http.py`)."""
+        every connection dialled to an address the residency guard checked (see `transport.py`)."""
         if self._client is None:
             self._api_key = read_api_key(self.source)
             self._client = open_client(self.source.base_url, self._api_key, self.guard, self.concurrency,

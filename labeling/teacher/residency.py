@@ -2,7 +2,7 @@
 
 `Guard.vet(url)` parses the URL (`endpoints.py`), matches it against `allowed_endpoints`, resolves the
 name (A and AAAA) and checks every address, then PINS those addresses: the HTTP client dials only an
-address the guard checked (`http.py`), so a second DNS answer cannot move the connection (rebinding).
+address the guard checked (`transport.py`), so a second DNS answer cannot move the connection (rebinding).
 Nothing here opens a connection. See docs/privacy.md for what is and is not guaranteed.
 """
 
