@@ -8,6 +8,7 @@ For each local teacher: whether its model folder exists.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ teachers_app = typer.Typer(help="Check the LLM and local teachers of a question 
                            no_args_is_help=True)
 console = Console()
 PROBE_TEXT = "Thanks for fixing the references on this page."
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def _probe(teacher: LlmTeacher) -> str:
@@ -79,6 +81,10 @@ def check(folder: Path = typer.Argument(..., help="Folder of question YAML files
     except (SettingsError, QuestionSpecError, ValueError) as error:
         console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    ignored = [name for name in PROXY_VARIABLES if os.environ.get(name)]
+    if ignored and not settings.proxy:
+        console.print(f"note: {', '.join(ignored)} set but ignored; teachers use a proxy only when assay.yaml names "
+                      "one (proxy: ...), checked like an endpoint")
     table = Table(title=f"Teachers in {folder} (residency: {settings.residency})")
     for column in ("question", "source", "endpoint / path", "status", "USD per 1k records"):
         table.add_column(column)
