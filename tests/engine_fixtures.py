@@ -7,11 +7,13 @@ and a test that "applies" it could not fail. Every LoRA A/B and the head are ran
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 from transformers import PreTrainedTokenizerFast
@@ -35,7 +37,7 @@ def one_torch_thread():
 
 def make_adapter(base: Path, out: Path, seed: int, rank: int, target_modules: list[str],
                  layers_to_transform: list[int] | None = None, head: str = "classifier",
-                 alpha: int | None = None, lora_std: float = 0.05, **lora_options) -> Path:
+                 alpha: int | None = None, lora_std: float = 0.05, head_std: float = 0.5, **lora_options) -> Path:
     """Save a PEFT LoRA adapter for ``base`` with random A, B and head (never PEFT's zero B).
 
     ``lora_options`` go to ``LoraConfig`` as they are (``alpha_pattern``, ``use_rslora``, ...).
@@ -52,7 +54,7 @@ def make_adapter(base: Path, out: Path, seed: int, rank: int, target_modules: li
             if "lora_A" in name or "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=generator) * lora_std)
             elif "modules_to_save" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+                param.copy_(torch.randn(param.shape, generator=generator) * head_std)
     peft_model.save_pretrained(str(out))
     return out
 
@@ -64,6 +66,15 @@ def peft_probabilities(base: Path, adapter: Path, input_ids: torch.Tensor, atten
     with torch.inference_mode():
         logits = peft_model(input_ids=input_ids, attention_mask=attention_mask).logits
     return torch.softmax(logits.float(), dim=-1)[:, 1]
+
+
+def zeroed_lora_copy(adapter: Path, out: Path) -> Path:
+    """The same adapter (same head) with every LoRA weight zeroed: the control for the guard."""
+    shutil.copytree(adapter, out)
+    state = load_file(str(out / "adapter_model.safetensors"))
+    save_file({k: torch.zeros_like(v) if ".lora_" in k else v for k, v in state.items()},
+              str(out / "adapter_model.safetensors"))
+    return out
 
 
 def make_llama_base(out: Path, layers: int = 3, seed: int = 0) -> Path:

@@ -43,10 +43,10 @@ def model_dir(tmp_path_factory) -> Path:
     return make_causal_lm(tmp_path_factory.mktemp("causal_lm"))
 
 
-def teacher(path: Path, batch_size: int, **fields) -> LocalTeacher:
+def teacher(path: Path, batch_size: int, share_prefix: bool = True, **fields) -> LocalTeacher:
     fields = {"device": "cpu", "dtype": "float32", **fields}
     source = LocalLlmSource(kind="local_llm", name="local", path=str(path), batch_size=batch_size, **fields)
-    return LocalTeacher(SPEC, source, progress=False)
+    return LocalTeacher(SPEC, source, progress=False, share_prefix=share_prefix)
 
 
 def test_batched_equals_unbatched_and_probabilities_are_valid(model_dir):
@@ -55,6 +55,18 @@ def test_batched_equals_unbatched_and_probabilities_are_valid(model_dir):
     assert batched == pytest.approx(one, abs=1e-5)  # left padding with position ids: padding changes nothing
     assert all(0.0 <= p <= 1.0 for p in batched)
     assert len(set(round(p, 6) for p in batched)) > 1, "different texts must get different probabilities"
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_shared_prefix_cache_gives_the_same_numbers(model_dir, tmp_path, chat):
+    path = make_causal_lm(tmp_path / "chat", chat_template=CHAT_TEMPLATE) if chat else model_dir
+    cached = teacher(path, batch_size=3)
+    prefix = cached.prefix_ids()
+    rows = [cached._encode(cached.prompt(text)) for text in TEXTS]
+    assert len(prefix) > 20 and all(row[:len(prefix)] == prefix for row in rows), "the cached path must be taken"
+    whole = teacher(path, batch_size=3, share_prefix=False)
+    assert cached.p_yes(TEXTS) == pytest.approx(whole.p_yes(TEXTS), abs=1e-5)
+    assert cached.p_yes(TEXTS[:1] * 2) == pytest.approx(whole.p_yes(TEXTS[:1]) * 2, abs=1e-5)
 
 
 def test_vote_table_follows_the_contract(model_dir):

@@ -8,17 +8,15 @@ moves P(yes) well beyond the tolerance, so "accepted but not applied" cannot pas
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from assay.engine.scorer import Scorer
 from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
-    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities)
+    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities, zeroed_lora_copy)
 
 TOL = 1e-5
 TEXTS = [
@@ -37,15 +35,6 @@ MINILM_ADAPTERS = {  # question id -> (rank, target modules, layers_to_transform
     "dense_r16_with_pooler": (16, ["dense"], None),  # also adapts bert.pooler.dense
     "top1_value_r2": (2, ["value"], [5]),
 }
-
-
-def zeroed_lora_copy(adapter: Path, out: Path) -> Path:
-    """The same adapter (same head) with every LoRA weight zeroed: the control for the guard."""
-    shutil.copytree(adapter, out)
-    state = load_file(str(out / "adapter_model.safetensors"))
-    save_file({k: torch.zeros_like(v) if ".lora_" in k else v for k, v in state.items()},
-              str(out / "adapter_model.safetensors"))
-    return out
 
 
 @pytest.fixture(scope="module")
