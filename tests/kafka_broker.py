@@ -11,6 +11,8 @@ from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "infra" / "kafka"
 _PORT_ATTEMPTS = 3
+# start.sh may fetch the jars with Maven first (minutes), then waits up to KAFKA_START_TIMEOUT (90 s).
+SCRIPT_TIMEOUT_S = 900.0
 
 
 class KafkaBrokerError(RuntimeError):
@@ -97,11 +99,16 @@ class KafkaBroker:
         self.stop()
 
 
-def run_script(name: str, port: int, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run an infra/kafka script (start.sh / stop.sh) for this port and data dir, capturing its output."""
+def run_script(name: str, port: int, data_dir: Path, timeout_s: float = SCRIPT_TIMEOUT_S,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    """Run an infra/kafka script (start.sh / stop.sh) for this port and data dir, capturing its output.
+
+    A script still running after `timeout_s` is killed and raises subprocess.TimeoutExpired (a hung
+    script must fail the test run, not hang it).
+    """
     script_env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA_DIR": str(data_dir), **env}
     return subprocess.run(
-        [str(SCRIPTS / name)], env=script_env, capture_output=True, text=True, check=False
+        [str(SCRIPTS / name)], env=script_env, capture_output=True, text=True, check=False, timeout=timeout_s
     )
 
 
