@@ -1,6 +1,6 @@
 """Engine = PEFT in bf16 (and fp32) on the GPU, on a small random Llama-shaped classifier.
 
-A random ``LlamaForSequenceClassification`` (hidden 1024, 8 layers, GQA; saved, no download) and three real
+A random ``LlamaForSequenceClassification`` (hidden 768, 6 layers, GQA; saved, no download) and three real
 PEFT adapters with random non-zero LoRA weights and heads (``tests/engine_fixtures.make_adapter``): every
 q/v at rank 8; all linears of the top half at rank 16 with an ``alpha_pattern``; gate/down of the last
 layer at rank 64 with rsLoRA. Right-padded random token records of uneven length. The engine scores all

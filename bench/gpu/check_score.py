@@ -101,7 +101,7 @@ def run_cli(root: Path, source: Path, registry: str, check: common.Check, label:
     how = "assay"
     t0 = time.perf_counter()
     proc = cli(argv, how, max(30.0, check.left()))
-    if proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr:
+    if proc.returncode != 0 and ("ModuleNotFoundError" in proc.stderr or "ImportError" in proc.stderr):
         missing = re.findall(r"No module named '([^']+)'", proc.stderr)
         how = f"score command alone (assay CLI import failed: no module {', '.join(missing) or '?'})"
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -31,7 +32,7 @@ for _extra in (ROOT / "bench", ROOT / "tests"):  # provenance.py; the PEFT adapt
         sys.path.insert(0, str(_extra))
 
 import torch  # noqa: E402
-from provenance import write_result  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
 BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significand bits): |fl(x) - x| <= u |x|
 FP16_U = 2.0**-11  # float16 (11 significand bits)
@@ -121,6 +122,7 @@ class Check:
     args: argparse.Namespace
     started: float = field(default_factory=time.perf_counter)
     cases: list[dict[str, Any]] = field(default_factory=list)
+    header: dict[str, Any] | None = None
 
     @property
     def device(self) -> str:
@@ -155,17 +157,18 @@ class Check:
             result = None
         record["seconds"] = round(time.perf_counter() - t0, 2)
         self.cases.append(record)
+        self.write({}, complete=False)  # a check killed at its time limit still leaves the cases it finished
         verdict = "FAIL" if not record["ok"] or record.get("pass") is False else "ok"
         print(f"[{self.name}] {verdict} {label} ({record['seconds']} s)"
               + (f": {record['error']}" if "error" in record else ""), flush=True)
         return result
 
-    def finish(self, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-        """Write ``OUT/<name>.json`` (provenance header + cases + summary counts) and return its path."""
+    def write(self, config: dict[str, Any], extra: dict[str, Any] | None = None, complete: bool = True) -> Path:
+        """Write ``OUT/<name>.json``: provenance header, the cases so far, summary counts."""
         failed = [c["case"] for c in self.cases if not c.get("skipped") and (not c["ok"] or c.get("pass") is False)]
         results = {
-            "check": self.name, "tiny": self.tiny, **device_info(self.device), "versions": versions(),
-            "seconds": round(time.perf_counter() - self.started, 1), "cases": self.cases,
+            "check": self.name, "tiny": self.tiny, "complete": complete, **device_info(self.device),
+            "versions": versions(), "seconds": round(time.perf_counter() - self.started, 1), "cases": self.cases,
             "n_cases": len(self.cases), "failed": failed,
             "skipped": [c["case"] for c in self.cases if c.get("skipped")],
             **(extra or {}),
@@ -173,7 +176,16 @@ class Check:
         if self.device == "cuda":
             results["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         settings = {**vars(self.args), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""), **config}
-        path = write_result(self.args.out / f"{self.name}.json", settings, results)
-        print(f"[{self.name}] {len(self.cases)} cases, {len(failed)} failed, {len(results['skipped'])} skipped "
-              f"in {results['seconds']} s -> {path}", flush=True)
+        if self.header is None:
+            self.header = provenance(settings)
+        self.header["config"] = {**self.header["config"], **{k: str(v) if isinstance(v, Path) else v
+                                                             for k, v in settings.items()}}
+        return write_result(self.args.out / f"{self.name}.json", settings, results, header=self.header)
+
+    def finish(self, config: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """The final ``OUT/<name>.json`` (with the check's settings in ``config``); prints a one-line verdict."""
+        path = self.write(config, extra)
+        results = json.loads(path.read_text())["results"]
+        print(f"[{self.name}] {results['n_cases']} cases, {len(results['failed'])} failed, "
+              f"{len(results['skipped'])} skipped in {results['seconds']} s -> {path}", flush=True)
         return path

@@ -22,7 +22,7 @@ MISTRAL_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=3
                   num_key_value_heads=8, vocab_size=32000)
 TINY_MISTRAL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                     num_key_value_heads=2, vocab_size=500)
-SMALL_LLAMA = dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
+SMALL_LLAMA = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=12,
                    num_key_value_heads=4, vocab_size=8192)
 TINY_LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=300)
