@@ -56,10 +56,13 @@ def test_wheel_holds_the_package_data(wheel):
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "assay/schemas/question.schema.json" in names
     for package, patterns in setuptools["package-data"].items():
-        files = [f for pattern in patterns for f in source_folder(package, setuptools["package-dir"]).glob(pattern)]
-        assert files, f"package-data {package}: {patterns} matches no file"
-        for file in files:
-            assert f"{package.replace('.', '/')}/{file.name}" in names, f"{file.relative_to(ROOT)} is not shipped"
+        folder = source_folder(package, setuptools["package-dir"])
+        for pattern in patterns:
+            files = list(folder.glob(pattern))
+            assert files, f"package-data {package}: {pattern} matches no file"
+            for file in files:
+                inside = "/".join((*package.split("."), *file.relative_to(folder).parts))
+                assert inside in names, f"{file.relative_to(ROOT)} is not shipped (as {inside})"
     shipped = wheel.read("assay/schemas/question.schema.json")
     assert shipped == (ROOT / "schemas" / "question.schema.json").read_bytes()
 

@@ -19,6 +19,7 @@ def test_every_python_folder_is_a_listed_package():
     listed = set(config["packages"])
     for stage in STAGES:
         assert config["package-dir"][f"assay.{stage}"] == stage
+    for stage in sorted(set(config["package-dir"].values())):  # the stages and any other shipped folder
         folders = {source.parent for source in (ROOT / stage).rglob("*.py")}
         for folder in sorted(folders):
             assert (folder / "__init__.py").is_file(), f"{folder} has modules but no __init__.py: it would not ship"
