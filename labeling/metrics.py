@@ -44,23 +44,28 @@ def f1_threshold(p: np.ndarray, soft: np.ndarray) -> float:
 
 
 def prevalence_labels(scores: np.ndarray, rate: float) -> tuple[np.ndarray, float]:
-    """Label yes the `rate` share of records with the highest scores; return (labels, threshold).
+    """Label yes about the `rate` share of records with the highest scores; return (labels, threshold).
 
-    Records with equal scores get the same label: the tie group at the cut goes in when that brings the
-    count of yes nearer to `rate`·n than leaving it out (an exact draw leaves it out). Labels are
-    `scores > threshold`, the threshold midway between the last score in and the first out.
+    Records with equal scores get the same label, so the cut falls between tie groups: at the one whose
+    count of yes is nearest to `rate`·n in ratio (|log((count + 0.5) / (rate·n + 0.5))|; a draw takes
+    fewer yes). When every record has the same score there is no ranking to cut: the label is then
+    score > 0.5. Labels are `scores > threshold`, the threshold midway between the last score in and the
+    first out.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if len(scores) == 0:
         return np.zeros(0, dtype=bool), 0.5
-    target = float(np.clip(rate, 0.0, 1.0)) * len(scores)
     distinct, counts = np.unique(-scores, return_counts=True)  # highest score first
-    ends = np.cumsum(counts)  # yes count when cutting after each tie group
-    k = int(np.searchsorted(ends, target))  # first group whose end reaches the target
-    before = ends[k - 1] if k > 0 else 0
-    take = k + 1 if k < len(ends) and ends[k] - target < target - before else k
+    if len(distinct) == 1:
+        return scores > 0.5, 0.5
+    target = float(np.clip(rate, 0.0, 1.0)) * len(scores)
+    cuts = np.concatenate([[0], np.cumsum(counts)])  # yes count when cutting after 0, 1, ... groups
+    take = int(np.argmin(np.abs(np.log((cuts + 0.5) / (target + 0.5)))))
     upper = -distinct[take - 1] if take > 0 else np.inf
     lower = -distinct[take] if take < len(distinct) else -np.inf
-    threshold = float((upper + lower) / 2) if np.isfinite(upper) and np.isfinite(lower) else (
-        float(np.nextafter(upper, -np.inf)) if np.isfinite(upper) else float(np.nextafter(lower, np.inf)))
+    if np.isinf(upper):
+        return np.zeros(len(scores), dtype=bool), float(np.nextafter(lower, np.inf))
+    if np.isinf(lower):
+        return np.ones(len(scores), dtype=bool), float(np.nextafter(upper, -np.inf))
+    threshold = float((upper + lower) / 2)
     return scores > threshold, threshold

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ FINGERPRINT_KEY = b"assay.fingerprint"
 SEED_KEY = b"assay.seed"
 REJECTED_KEY = b"assay.rejected"
 CHUNK = 256
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -56,6 +57,7 @@ class QuestionSummary:
     weights: dict[str, float] = field(default_factory=dict)  # the spec's source weights (weighted vote)
     gold: dict[str, dict[str, float]] = field(default_factory=dict)  # method or source -> scores
     teachers: dict[str, dict] = field(default_factory=dict)  # teacher name -> requests, cost, ...
+    warnings: list[str] = field(default_factory=list)  # what the label model could not identify, fallbacks
 
 
 @dataclass
@@ -98,18 +100,31 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
         summaries[loaded.spec.id] = _question_summary(loaded, result, gold_scores, teachers)
     summary = LabelRunSummary(str(out_dir), str(input_path), records.num_rows, rejected,
                               round(time.perf_counter() - started, 2), summaries)
-    write_run_report(out_dir / "report", summary)
-    _write_summary(out_dir / "summary.json", summary)
+    write_summary(summary)
     return summary
 
 
-def _write_summary(path: Path, summary: LabelRunSummary) -> None:
-    """summary.json; questions labelled by an earlier run into the same folder (`--only`) are kept."""
-    data = summary.to_dict()
-    if path.exists():
-        earlier = json.loads(path.read_text()).get("questions", {})
-        data["questions"] = {**{k: v for k, v in earlier.items() if k not in data["questions"]}, **data["questions"]}
-    path.write_text(json.dumps(data, indent=2) + "\n")
+def read_question_summaries(out_dir: str | Path) -> dict[str, dict]:
+    """Per question, what `summary.json` in a label run folder says of it ({} when there is none)."""
+    path = Path(out_dir) / SUMMARY_FILE
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    questions = data.get("questions", {}) if isinstance(data, dict) else {}
+    return questions if isinstance(questions, dict) else {}
+
+
+def write_summary(summary: LabelRunSummary) -> LabelRunSummary:
+    """Write `summary.json` and the report index of `summary.out_dir`, keeping the questions an earlier run
+    into the same folder labelled (`--only`, or one flow task per question); returns the merged run."""
+    out_dir = Path(summary.out_dir)
+    earlier = {qid: QuestionSummary(**q) for qid, q in read_question_summaries(out_dir).items()
+               if qid not in summary.questions}
+    merged = replace(summary, questions={**earlier, **summary.questions})
+    write_run_report(out_dir / "report", merged)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(merged.to_dict(), indent=2) + "\n")
+    return merged
 
 
 def _settings(budget_usd: float | None, questions: list[LoadedQuestion]):
@@ -238,4 +253,5 @@ def _question_summary(loaded: LoadedQuestion, result: CombineResult, gold_scores
     labels = result.probs.column("label").to_numpy()
     return QuestionSummary(result.method, result.reason, result.prior, result.threshold,
                            round(float(labels.mean()) if len(labels) else 0.0, 4), result.source_accuracy,
-                           result.coverage, {s.name: s.weight for s in loaded.spec.sources}, gold_scores, teachers)
+                           result.coverage, {s.name: s.weight for s in loaded.spec.sources}, gold_scores, teachers,
+                           result.warnings)

@@ -64,6 +64,9 @@ def combine_command(votes: Path = typer.Argument(..., help="Votes Parquet: id + 
                                                      "column named --question): `auto` picks the best method on it."),
                     question: str | None = typer.Option(None, "--question", help="Gold column to use (default: "
                                                         "the votes file's name)."),
+                    class_balance: float | None = typer.Option(None, "--class-balance", min=0.0, max=1.0,
+                                                               help="Known share of yes: replaces the label "
+                                                               "model's estimate for every method."),
                     ) -> None:
     """Combine one question's votes into probabilistic labels and say which method was used and why."""
     from assay.labeling.gold import gold_labels
@@ -71,7 +74,7 @@ def combine_command(votes: Path = typer.Argument(..., help="Votes Parquet: id + 
     try:
         table = pq.read_table(votes)
         gold_table = gold_labels(gold, question or votes.stem) if gold else None
-        result = combine(table, method=method, gold=gold_table)
+        result = combine(table, method=method, gold=gold_table, class_balance=class_balance)
     except (OSError, ValueError) as error:
         console.print(f"[red]error:[/red] {votes}: {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -86,6 +89,8 @@ def combine_command(votes: Path = typer.Argument(..., help="Votes Parquet: id + 
     for name, accuracy in result.source_accuracy.items():
         table.add_row(name, f"{result.coverage[name]:.3f}", f"{accuracy:.3f}")
     console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

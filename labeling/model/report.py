@@ -85,6 +85,7 @@ def write_question_report(report_dir, spec: QuestionSpec, matrix: VoteMatrix, re
     lines = [f"# {spec.id}: {spec.question}", "",
              f"Method **{result.method}** ({result.reason}). Estimated P(yes) {result.prior:.3f}; label threshold "
              f"{result.threshold:.3f}; labelled yes: {result.probs.column('label').to_numpy().mean():.3f}.", "",
+             *[f"> **Warning:** {w}\n" for w in result.warnings],
              "| source | coverage | yes | no | overlap | conflict | estimated accuracy |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in stats.items():
