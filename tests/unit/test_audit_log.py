@@ -81,7 +81,7 @@ def test_a_halted_run_audits_what_it_sent_and_says_so(tmp_path):
     its line, and no record that reached the server is reported as 'not sent'."""
     with FakeOpenAI(fault=lambda text, attempt: "500", latency_s=0.02) as fake:
         teacher = make_teacher(fake, tmp_path, max_retries=1, concurrency=4)
-        with pytest.raises(LlmTeacherError, match="failed 3 records in a row"):
+        with pytest.raises(LlmTeacherError, match=r"failed \d+ records in a row"):
             teacher.vote(*texts(40))
         assert 0 < fake.chat_requests < 80
         assert_every_request_audited(fake, tmp_path)

@@ -211,8 +211,9 @@ sources:
   - {{kind: llm, name: openai, base_url: "https://api.openai.com/v1", model: gpt-4o, api_key_env: {KEY_ENV}}}
 """)
         (tmp_path / "assay.yaml").write_text("residency: on-prem\n")
+        # wide enough that no table cell wraps (a wrap inside a message would break the asserts below)
         result = CliRunner().invoke(app, ["teachers", "check", str(questions), "--settings",
-                                          str(tmp_path / "assay.yaml"), "--probe"], env={"COLUMNS": "400"})
+                                          str(tmp_path / "assay.yaml"), "--probe"], env={"COLUMNS": "1000"})
         assert fake.chat_requests == 1 and "Thanks for fixing the references" in fake.prompts[0]
     assert result.exit_code == 1, result.output
     assert "answered 'No'" in result.output and "with logprobs" in result.output
