@@ -28,6 +28,7 @@ import json
 import math
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -133,7 +134,7 @@ class FakeOpenAI:
 
     def __init__(self, answer: Answer = keyword_answer, latency_s: float = 0.0, fault: Fault | None = None,
                  logprobs: bool = True, batch_polls: int = 2, timeout_sleep_s: float = 2.0, port: int = 0,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None):
         self.answer, self.latency_s, self.fault = answer, latency_s, fault
         self.logprobs, self.batch_polls, self.timeout_sleep_s = logprobs, batch_polls, timeout_sleep_s
         self.lock = threading.RLock()
@@ -151,6 +152,9 @@ class FakeOpenAI:
         self.holds: dict[str, threading.Event] = {}  # point -> released; see hold()
         self.reached: dict[str, threading.Event] = {}
         self._server = _Server((host, port), self._handler())
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:  # HTTPS with the given server context (e.g. a trustme certificate)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
 
     @property
@@ -159,7 +163,7 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}/v1"
+        return f"{self.scheme}://{self._server.server_address[0]}:{self.port}/v1"
 
     def hold(self, point: str) -> threading.Event:
         """Stop the next request at `point` until released: "files.create:before" (nothing stored yet),

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 
 import pytest
+import trustme
 from fake_openai import FakeOpenAI, stub_dns
 
 from assay.labeling.teacher import Guard, LlmTeacher, LlmTeacherError, ResidencyError
@@ -203,6 +205,23 @@ def test_a_configured_proxy_is_vetted_and_used(trap, monkeypatch, tmp_path):
         assert attempt("http://llm.example.eu/v1", settings, tmp_path) is None
         assert proxy.hits["via_proxy"] == 1 and proxy.chat_requests == 1
     assert asked == ["llm.example.eu"] and not trap.blocked
+
+
+def test_tls_is_verified_against_the_name_while_the_checked_address_is_dialled(trap, monkeypatch, tmp_path):
+    """Pinning dials the IP but keeps the name for TLS: the certificate must match the endpoint's host name."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("llm.example.eu").configure_cert(server)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    stub_dns(monkeypatch, {"llm.example.eu": ["127.0.0.8"], "other.example.eu": ["127.0.0.8"]})
+    settings = Settings(**FAST, residency="on-prem")
+    with FakeOpenAI(host="127.0.0.8", tls=server) as fake:
+        assert attempt(f"https://llm.example.eu:{fake.port}/v1", settings, tmp_path / "a") is None
+        assert attempt(f"https://other.example.eu:{fake.port}/v1", settings, tmp_path / "b") is not None
+        assert fake.chat_requests == 1  # the certificate does not name other.example.eu: refused in the handshake
+    reasons = (tmp_path / "b" / "llm" / "failures" / "is_rude.gpt.jsonl").read_text()
+    assert "APIConnectionError" in reasons and not trap.blocked
 
 
 def test_a_connection_to_an_unchecked_host_is_refused():
