@@ -30,9 +30,8 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +64,8 @@ JIGSAW = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate
 TARGETS = ["query", "key", "value", "dense"]
 DEPTHS = {"top1": [5], "top2": [4, 5], "full": None}  # layers_to_transform of MiniLM's 6 layers
 BASELINES = ("peft_one_at_a_time", "peft_mixed", "peft_shared_lower", "merged_per_question")
-METHODS = ("engine", "engine_lora_off", *BASELINES, "base_alone")
+ENGINE_VARIANTS = ("engine_lora_off", "engine_all_queries", "engine_whole_last_layer")
+METHODS = ("engine", *ENGINE_VARIANTS, *BASELINES, "base_alone")
 console = Console(stderr=True)
 
 
@@ -77,8 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "max(8, min(records, cell-work / K)) records (every method the same ones)")
     p.add_argument("--adapters", type=int, nargs="+", default=[1, 7, 32], help="adapter counts to measure")
     p.add_argument("--depths", nargs="+", choices=list(DEPTHS), default=["top1"])
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--repeats", type=int, default=2, help="timed runs of every method (order rotated)")
+    p.add_argument("--methods", nargs="+", choices=METHODS,
+                   default=[m for m in METHODS if m != "engine_whole_last_layer"],
+                   help="the engine always runs; engine_* are the engine with one optimisation undone")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of every method (order rotated)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads, every method")
     p.add_argument("--max-length", type=int, default=128, help="token limit (the adapters' training length)")
     p.add_argument("--rank", type=int, default=8)
@@ -108,26 +110,32 @@ def build_adapters(root: Path, base: Path, depth: str, count: int, args: argpars
 
 
 @contextmanager
-def lora_off(scorer: Scorer):
-    """The engine with every LoRA stack removed (fan-out and heads unchanged): what the LoRA math costs."""
-    stacks = {path: w.stack for path, w in scorer.model.wrapped.items()}
-    for wrapper in scorer.model.wrapped.values():
-        wrapper.stack = None
+def engine_variant(scorer: Scorer, variant: str):
+    """The engine as shipped (``""``), or with one optimisation undone, for before/after figures in one run:
+    ``lora_off`` removes every LoRA stack (fan-out and heads unchanged: what the LoRA math costs),
+    ``all_queries`` runs BERT's last-layer attention for every token's query, ``whole_last_layer`` runs the
+    last layer at every token (``pooled_only`` off)."""
+    model = scorer.model
+    stacks = {path: w.stack for path, w in model.wrapped.items()}
+    if variant == "lora_off":
+        for wrapper in model.wrapped.values():
+            wrapper.stack = None
+    model.first_query_only = variant not in ("all_queries", "whole_last_layer")
+    model.pooled_only = variant != "whole_last_layer"
     try:
         yield
     finally:
         for path, stack in stacks.items():
-            scorer.model.wrapped[path].stack = stack
+            model.wrapped[path].stack = stack
+        model.first_query_only = model.pooled_only = True
 
 
-def engine_method(scorer: Scorer, qids: list[str], off: bool = False) -> Callable[[bl.Workload], tuple]:
-    """The engine as ``work -> (P, seconds)``; ``off`` runs it with the LoRA stacks removed."""
-    def run(work: bl.Workload) -> tuple[np.ndarray, float]:
-        with lora_off(scorer) if off else nullcontext():
-            start = time.perf_counter()
+def engine_method(scorer: Scorer, qids: list[str], variant: str = "") -> Callable[[bl.Workload], tuple]:
+    """The engine (or a variant, see :func:`engine_variant`) as ``work -> (P, seconds)``."""
+    def run(work: bl.Workload) -> tuple[np.ndarray, bl.Clock]:
+        with engine_variant(scorer, variant), bl.Clock() as clock:
             probs = scorer.score_texts(work.texts)
-            seconds = time.perf_counter() - start
-        return np.stack([probs[q] for q in qids], 1), seconds
+        return np.stack([probs[q] for q in qids], 1), clock
     return run
 
 
@@ -137,14 +145,16 @@ def methods_for(k_qids: list[str], scorer: Scorer, ctx: dict, layer: int, wanted
     the merged baseline's merge seconds go to ``merged_setup``."""
     peft, base_model, cache_model, paths = ctx["peft"], ctx["base_model"], ctx["cache_model"], ctx["paths"]
 
-    def merged(work: bl.Workload) -> tuple[np.ndarray, float]:
-        p, seconds, merge = bl.merged_per_question(base_model, paths, work, k_qids)
-        merged_setup["merge_s"] = merge
-        return p, seconds
+    def merged(work: bl.Workload) -> tuple[np.ndarray, bl.Clock]:
+        p, scoring, merging = bl.merged_per_question(base_model, paths, work, k_qids)
+        merged_setup["merge_s"] = merging.wall
+        return p, scoring
 
     all_methods = {
         "engine": engine_method(scorer, k_qids),
-        "engine_lora_off": engine_method(scorer, k_qids, off=True),
+        "engine_lora_off": engine_method(scorer, k_qids, "lora_off"),
+        "engine_all_queries": engine_method(scorer, k_qids, "all_queries"),
+        "engine_whole_last_layer": engine_method(scorer, k_qids, "whole_last_layer"),
         "peft_one_at_a_time": lambda w: bl.peft_one_at_a_time(peft, w, k_qids),
         "peft_mixed": lambda w: bl.peft_mixed(peft, w, k_qids),
         "peft_shared_lower": lambda w: bl.peft_shared_lower(peft, cache_model, w, k_qids, layer),
@@ -154,27 +164,31 @@ def methods_for(k_qids: list[str], scorer: Scorer, ctx: dict, layer: int, wanted
     return {name: fn for name, fn in all_methods.items() if name in wanted or name == "engine"}
 
 
-def time_methods(methods: dict, work: bl.Workload, repeats: int, warmup: int) -> tuple[dict, dict]:
-    """Seconds per repeat of every method (warm-up first, order rotated each repeat) and its last P(yes)."""
+def time_methods(methods: dict, work: bl.Workload, repeats: int, warmup: int) -> tuple[dict, dict, dict]:
+    """Wall-clock and CPU seconds per repeat of every method (warm-up first, order rotated each repeat),
+    and its last P(yes)."""
     names = list(methods)
     for name in names:
         methods[name](work.subset(warmup))
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     probs: dict[str, np.ndarray] = {}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in tqdm(order, desc=f"repeat {r + 1}/{repeats}", leave=False):
-            probs[name], s = methods[name](work)
-            seconds[name].append(s)
-    return seconds, probs
+            probs[name], clock = methods[name](work)
+            wall[name].append(clock.wall)
+            cpu[name].append(clock.cpu)
+    return wall, cpu, probs
 
 
-def with_probe(run: Callable[[bl.Workload], tuple], shape: dict, probes: list[float]) -> Callable:
-    """``run`` with the machine's matmul rate at ``shape`` measured just before and after (mean kept in ``probes``)."""
+def with_probe(run: Callable[[bl.Workload], tuple], shape: dict, probes: list[dict[str, float]]) -> Callable:
+    """``run`` with the matmul rate at ``shape`` measured just before and after it (the mean goes to ``probes``)."""
     def probed(work: bl.Workload) -> tuple:
         before = flops.probe_rate(shape)
         result = run(work)
-        probes.append((before + flops.probe_rate(shape)) / 2)
+        after = flops.probe_rate(shape)
+        probes.append({clock: (before[clock] + after[clock]) / 2 for clock in before})
         return result
     return probed
 
@@ -192,29 +206,22 @@ def measure(depth: str, k: int, ctx: dict, args: argparse.Namespace) -> dict:
     fan = scorer.model.fan_stage
     merged_setup = {"merge_s": 0.0}
     methods = methods_for(qids, scorer, ctx, fan, args.methods, merged_setup)
-    probes: list[float] = []
+    probes: list[dict[str, float]] = []
     methods["engine"] = with_probe(methods["engine"], ctx["best_shape"], probes)
     n = cell_records(k, args)
     work, lengths = ctx["work"].subset(n), ctx["lengths"][:n]
-    seconds, probs = time_methods(methods, work, args.repeats, args.warmup_records)
+    wall, cpu, probs = time_methods(methods, work, args.repeats, args.warmup_records)
     row = {"depth": depth, "adapters": k, "records": n, "tokens": int(sum(lengths)), "fan_stage": fan,
-           "seconds": seconds,
-           "rqps": {m: [n * (k if m != "base_alone" else 1) / s for s in v] for m, v in seconds.items()},
            "max_abs_dp": {m: float(np.abs(probs[m] - probs["engine"]).max()) for m in probs
                           if m in BASELINES or m == "engine"},
            "merge_s": merged_setup["merge_s"]}
-    engine_report.derive(row, BASELINES)
     counts = flops.engine_flops(lengths, scorer.model.config, scorer.model.arch,
                                 list(scorer.model.adapters.values()), fan)
     row["flops"] = counts
-    row["engine_gflops_per_s"] = [counts["total"] / s / 1e9 for s in seconds["engine"]]
-    row["mfu"] = [g / ctx["peak_gflops"] for g in row["engine_gflops_per_s"]]
-    row["matmul_probe_gflops"] = probes[-args.repeats:]  # the limit around each timed engine run
-    row["mfu_vs_probe"] = [g / p for g, p in zip(row["engine_gflops_per_s"], row["matmul_probe_gflops"])]
-    if "base_alone" in seconds:
-        base = flops.base_flops(lengths, scorer.model.config)
-        row["base_mfu"] = [base / s / 1e9 / ctx["peak_gflops"] for s in seconds["base_alone"]]
-        row["lora_overhead_per_adapter"] = [(e / b - 1) / k for e, b in zip(seconds["engine"], seconds["base_alone"])]
+    row["base_flops"] = flops.base_flops(lengths, scorer.model.config)
+    for clock, seconds in (("wall", wall), ("cpu", cpu)):  # the figures on both clocks
+        row[clock] = engine_report.figures(seconds, n, k, counts["total"], row["base_flops"], BASELINES,
+                                           ctx["peak"][clock], [p[clock] for p in probes[-args.repeats:]])
     if args.profile:
         row["profile"] = engine_report.profile(methods["engine"], work, args.profile / f"engine_{depth}_{k}.txt")
     del scorer
@@ -231,8 +238,8 @@ def setup(args: argparse.Namespace) -> dict:
     lengths = [len(ids) for ids in encoded.ids]
     rates = flops.matmul_rates(probe.model.config, args.matmul_rows)
     ctx = {"base": base, "work": work, "lengths": lengths, "truncated": encoded.truncated, "rates": rates,
-           "peak_gflops": max(r["gflops"] for r in rates), "config": probe.model.config,
-           "best_shape": max(rates, key=lambda r: r["gflops"])}
+           "peak": {clock: max(r[f"gflops_{clock}"] for r in rates) for clock in ("wall", "cpu")},
+           "config": probe.model.config, "best_shape": max(rates, key=lambda r: r["gflops_cpu"])}
     ctx["token_stats"] = engine_report.token_stats(lengths, work, encoded.truncated)
     del probe
     return ctx
@@ -253,9 +260,11 @@ def run(args: argparse.Namespace) -> dict:
             for k in sorted(args.adapters):
                 cells.append(measure(depth, k, ctx, args))
                 console.print(engine_report.cell_line(cells[-1]))
+                results = {"matmul_rates": ctx["rates"], "peak_gflops": ctx["peak"],
+                           "token_stats": ctx["token_stats"], "cells": cells, "complete": False}
+                write_result(args.out, effective_config(args), results, header)  # after every cell
             del ctx["peft"]
-    results = {"matmul_rates": ctx["rates"], "peak_gflops": ctx["peak_gflops"], "token_stats": ctx["token_stats"],
-               "cells": cells}
+    results["complete"] = True
     write_result(args.out, effective_config(args), results, header)
     return results
 

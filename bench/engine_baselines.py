@@ -35,6 +35,22 @@ from assay.engine.batching import Batch, encode, token_batches
 from assay.engine.model import architecture
 
 
+class Clock:
+    """Wall-clock and process CPU seconds, accumulated over the ``with`` blocks it times."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._start = (0.0, 0.0)
+
+    def __enter__(self) -> Clock:
+        self._start = (time.perf_counter(), time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._start[0]
+        self.cpu += time.process_time() - self._start[1]
+
+
 @dataclass(frozen=True)
 class Workload:
     """The records and the batching settings every method shares."""
@@ -84,44 +100,43 @@ def load_peft(base: Path, adapters: dict[str, Path]):
 
 
 @torch.inference_mode()
-def peft_one_at_a_time(peft, work: Workload, qids: Sequence[str]) -> tuple[np.ndarray, float]:
+def peft_one_at_a_time(peft, work: Workload, qids: Sequence[str]) -> tuple[np.ndarray, Clock]:
     """(1) ``set_adapter`` per question, every record through the whole model, batches tokenised once."""
-    start = time.perf_counter()
-    batches = work.batches(copies=1)
     out = np.empty((len(work.texts), len(qids)), dtype=np.float32)
-    for k, qid in enumerate(qids):
-        peft.set_adapter(qid)
-        for b in batches:
-            out[b.indices, k] = p_yes(peft(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
-    return out, time.perf_counter() - start
+    with Clock() as clock:
+        batches = work.batches(copies=1)
+        for k, qid in enumerate(qids):
+            peft.set_adapter(qid)
+            for b in batches:
+                out[b.indices, k] = p_yes(peft(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
+    return out, clock
 
 
 @torch.inference_mode()
-def peft_mixed(peft, work: Workload, qids: Sequence[str]) -> tuple[np.ndarray, float]:
+def peft_mixed(peft, work: Workload, qids: Sequence[str]) -> tuple[np.ndarray, Clock]:
     """(2) Each batch repeated once per question (adapter-major) with ``adapter_names=`` per row."""
-    start = time.perf_counter()
     k = len(qids)
     out = np.empty((len(work.texts), k), dtype=np.float32)
-    for b in work.batches(copies=k):
-        n = len(b.indices)
-        names = [qid for qid in qids for _ in range(n)]
-        logits = peft(input_ids=b.input_ids.repeat(k, 1), attention_mask=b.attention_mask.repeat(k, 1),
-                      adapter_names=names).logits
-        out[b.indices] = p_yes(logits).reshape(k, n).T
-    return out, time.perf_counter() - start
+    with Clock() as clock:
+        for b in work.batches(copies=k):
+            n = len(b.indices)
+            names = [qid for qid in qids for _ in range(n)]
+            logits = peft(input_ids=b.input_ids.repeat(k, 1), attention_mask=b.attention_mask.repeat(k, 1),
+                          adapter_names=names).logits
+            out[b.indices] = p_yes(logits).reshape(k, n).T
+    return out, clock
 
 
 @torch.inference_mode()
 def peft_shared_lower(peft, cache_model: nn.Module, work: Workload, qids: Sequence[str],
-                      layer: int) -> tuple[np.ndarray, float]:
+                      layer: int) -> tuple[np.ndarray, Clock]:
     """(3) Layers ``0..layer-1`` once per record (the lower-layer cache), each adapter on the cached states."""
-    start = time.perf_counter()
-    cache = LowerLayerCache(cache_model, work.tokenizer, work.max_length, layer, base_sha256="bench")
-    cache.fill(work.texts, progress=False)
-    lengths = [cache.tokens(t).tolist() for t in work.texts]
-    groups = [b.indices for b in token_batches(lengths, work.batch_tokens, 1, work.pad_id)]
     out = np.empty((len(work.texts), len(qids)), dtype=np.float32)
-    with upper_layers_only(peft.base_model.model, cache.arch, layer) as feed:
+    with Clock() as clock, upper_layers_only(peft.base_model.model, cache_arch(cache_model), layer) as feed:
+        cache = LowerLayerCache(cache_model, work.tokenizer, work.max_length, layer, base_sha256="bench")
+        cache.fill(work.texts, progress=False)
+        ids = [cache.tokens(t).tolist() for t in work.texts]
+        groups = [b.indices for b in token_batches(ids, work.batch_tokens, 1, work.pad_id)]
         for k, qid in enumerate(qids):
             peft.set_adapter(qid)
             for index in groups:
@@ -132,43 +147,39 @@ def peft_shared_lower(peft, cache_model: nn.Module, work: Workload, qids: Sequen
                 finally:
                     feed.value = None
                 out[index, k] = p_yes(logits)
-    return out, time.perf_counter() - start
+    return out, clock
 
 
 @torch.inference_mode()
 def merged_per_question(base_model: nn.Module, adapters: dict[str, Path], work: Workload,
-                        qids: Sequence[str]) -> tuple[np.ndarray, float, float]:
-    """(4) Per question a copy of the base with the LoRA merged in; (P, scoring seconds, merge seconds)."""
+                        qids: Sequence[str]) -> tuple[np.ndarray, Clock, Clock]:
+    """(4) Per question a copy of the base with the LoRA merged in; (P, scoring clock, merging clock)."""
     from peft import PeftModel
 
-    start = time.perf_counter()
-    batches = work.batches(copies=1)
-    scoring = time.perf_counter() - start
-    merging = 0.0
+    scoring, merging = Clock(), Clock()
+    with scoring:
+        batches = work.batches(copies=1)
     out = np.empty((len(work.texts), len(qids)), dtype=np.float32)
     for k, qid in enumerate(qids):
-        start = time.perf_counter()
-        model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(adapters[qid])).merge_and_unload().eval()
-        merging += time.perf_counter() - start
-        start = time.perf_counter()
-        for b in batches:
-            out[b.indices, k] = p_yes(model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
-        scoring += time.perf_counter() - start
+        with merging:
+            model = PeftModel.from_pretrained(copy.deepcopy(base_model), str(adapters[qid])).merge_and_unload()
+        with scoring:
+            for b in batches:
+                out[b.indices, k] = p_yes(model.eval()(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
         del model
     return out, scoring, merging
 
 
 @torch.inference_mode()
-def base_alone(base_model: nn.Module, work: Workload) -> tuple[np.ndarray, float]:
+def base_alone(base_model: nn.Module, work: Workload) -> tuple[np.ndarray, Clock]:
     """(5) The base with no adapter, one pass over the records: the floor."""
-    start = time.perf_counter()
     out = np.empty((len(work.texts), 1), dtype=np.float32)
-    for b in work.batches(copies=1):
-        out[b.indices, 0] = p_yes(base_model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
-    return out, time.perf_counter() - start
+    with Clock() as clock:
+        for b in work.batches(copies=1):
+            out[b.indices, 0] = p_yes(base_model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits)
+    return out, clock
 
 
-def lowest_adapted_layer(model: nn.Module, adapter_modules: Sequence[str]) -> int:
-    """The first layer any of these module paths (relative to the model) sits in."""
-    arch = architecture(model)
-    return min(arch.stage_of(path) for path in adapter_modules)
+def cache_arch(model: nn.Module):
+    """The architecture (module paths) of the unwrapped base the cache runs."""
+    return architecture(model)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-LABELS = {"engine": "engine", "engine_lora_off": "engine, LoRA off", "peft_one_at_a_time": "(1) PEFT one at a time",
+LABELS = {"engine": "engine", "engine_lora_off": "engine, LoRA off", "engine_all_queries": "engine, all queries",
+          "engine_whole_last_layer": "engine, whole last layer", "peft_one_at_a_time": "(1) PEFT one at a time",
           "peft_mixed": "(2) PEFT mixed", "peft_shared_lower": "(3) PEFT cached lower layers",
           "merged_per_question": "(4) merged per question", "base_alone": "(5) base alone"}
 
@@ -18,19 +19,30 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
 
 
-def derive(row: dict, baselines: Sequence[str]) -> None:
-    """Add medians, the strongest baseline per repeat and the engine's ratio to it, the LoRA-math share."""
-    rqps = row["rqps"]
-    row["rqps_spread"] = {m: spread(v) for m, v in rqps.items()}
+def figures(seconds: dict[str, list[float]], n: int, k: int, engine_flops: float, base_flops: float,
+            baselines: Sequence[str], peak: float, probes: Sequence[float]) -> dict[str, Any]:
+    """One cell's figures on one clock: rec x q/s per method and repeat, the engine's ratio to the strongest
+    baseline of each repeat, its variants' cost, MFU (against the start-of-run limit and the probes around
+    each engine run) and the LoRA overhead per adapter against the base alone."""
+    rqps = {m: [n * (1 if m == "base_alone" else k) / t for t in v] for m, v in seconds.items()}
+    out: dict[str, Any] = {"seconds": seconds, "rqps": rqps, "rqps_spread": {m: spread(v) for m, v in rqps.items()}}
     present = [b for b in baselines if b in rqps]
+    repeats = len(rqps["engine"])
     if present:
-        repeats = len(rqps["engine"])
         strongest = [max(present, key=lambda b: rqps[b][r]) for r in range(repeats)]
-        row["strongest_per_repeat"] = strongest
-        row["vs_strongest"] = [rqps["engine"][r] / rqps[strongest[r]][r] for r in range(repeats)]
-    if "engine_lora_off" in rqps:
-        seconds = row["seconds"]
-        row["lora_math_share"] = [e / o - 1 for e, o in zip(seconds["engine"], seconds["engine_lora_off"])]
+        out["strongest_per_repeat"] = strongest
+        out["vs_strongest"] = [rqps["engine"][r] / rqps[strongest[r]][r] for r in range(repeats)]
+    for variant in ("engine_lora_off", "engine_all_queries", "engine_whole_last_layer"):
+        if variant in seconds:  # > 0: the variant takes longer than the engine as shipped
+            out[f"{variant}_vs_engine"] = [v / e - 1 for v, e in zip(seconds[variant], seconds["engine"])]
+    out["engine_gflops_per_s"] = [engine_flops / t / 1e9 for t in seconds["engine"]]
+    out["mfu"] = [g / peak for g in out["engine_gflops_per_s"]]
+    out["matmul_probe_gflops"] = list(probes)
+    out["mfu_vs_probe"] = [g / p for g, p in zip(out["engine_gflops_per_s"], probes)]
+    if "base_alone" in seconds:
+        out["base_mfu"] = [base_flops / t / 1e9 / peak for t in seconds["base_alone"]]
+        out["lora_overhead_per_adapter"] = [(e / b - 1) / k for e, b in zip(seconds["engine"], seconds["base_alone"])]
+    return out
 
 
 def token_stats(lengths: Sequence[int], work, truncated: int, in_order_batch: int = 32) -> dict[str, Any]:
@@ -70,36 +82,46 @@ def _ratio(values: Sequence[float], fmt: str = ".2f", suffix: str = "×") -> str
 
 
 def markdown(results: dict, args) -> str:
-    """The run as Markdown tables: throughput, ratios, parity, MFU, overhead."""
+    """The run as Markdown: token and matmul figures, then one table per clock (CPU seconds, wall-clock)."""
     ts = results["token_stats"]
-    rates = ", ".join(f"{r['rows']}×{r['in']}→{r['out']}: {r['gflops']:.1f}" for r in results["matmul_rates"])
     padded = ts["padded_tokens_input_order_32"]
+    rates = ", ".join(f"{r['rows']}×{r['in']}→{r['out']}: {r['gflops_cpu']:.0f}" for r in results["matmul_rates"])
+    peak = results["peak_gflops"]
     lines = [f"Records: {ts['records']} (tokens mean {ts['mean']:.1f}, median {ts['median']:.0f}, p95 {ts['p95']:.0f}, "
              f"max {ts['max']}, {ts['truncated']} cut at {args.max_length}); padded tokens, length-sorted budget "
-             f"{ts['padded_tokens_sorted_budget']:,} vs input-order batches of 32 {padded:,}.",
-             "", f"F.linear GFLOP/s at the engine's shapes (fp32, {args.threads} thread(s)): {rates}; "
-             f"machine limit used for MFU: {results['peak_gflops']:.1f} GFLOP/s.", ""]
-    methods = [m for m in LABELS if any(m in c["rqps"] for c in results["cells"])]
-    head = ["depth", "adapters", "records", *[LABELS[m] for m in methods], "engine ÷ strongest of 1–4", "strongest",
-            "max \\|ΔP\\|", "MFU: vs start-of-run limit / vs limit around the run", "LoRA overhead / adapter"]
-    lines += ["Records × questions / s, median of the repeats (min–max):", "",
-              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for c in results["cells"]:
-        cells = [c["depth"], str(c["adapters"]), str(c["records"])]
-        cells += [_fmt(c["rqps_spread"][m]) if m in c["rqps"] else "–" for m in methods]
-        cells.append(_ratio(c["vs_strongest"]) if "vs_strongest" in c else "–")
-        cells.append(", ".join(sorted({LABELS[s][:3] for s in c.get("strongest_per_repeat", [])})) or "–")
-        dp = [v for m, v in c["max_abs_dp"].items() if m != "engine"]
-        cells.append(f"{max(dp):.1e}" if dp else "–")
-        cells.append(f"{_ratio(c['mfu'], '.0%', '')} / {_ratio(c['mfu_vs_probe'], '.0%', '')}")
-        cells.append(_ratio(c["lora_overhead_per_adapter"], "+.1%", "") if "lora_overhead_per_adapter" in c else "–")
-        lines.append("| " + " | ".join(cells) + " |")
+             f"{ts['padded_tokens_sorted_budget']:,} vs input-order batches of 32 {padded:,}.", "",
+             f"F.linear GFLOP/s per CPU second at the engine's shapes (fp32, {args.threads} thread(s)): {rates}; "
+             f"limit used for MFU: {peak['cpu']:.0f} per CPU second, {peak['wall']:.0f} wall-clock.", ""]
+    for clock, title in (("cpu", "process CPU seconds"), ("wall", "wall-clock")):
+        lines += [f"Records × questions / s on {title}, median of the repeats (min–max):", "",
+                  *_table(results, clock), ""]
     return "\n".join(lines)
 
 
-def cell_line(c: dict) -> str:
-    """One line of progress per finished cell."""
-    parts = [f"{c['depth']} x{c['adapters']}:"] + [f"{m} {c['rqps_spread'][m]['median']:,.0f}" for m in c["rqps"]]
+def _table(results: dict, clock: str) -> list[str]:
+    cells_in = [c[clock] | {k: c[k] for k in ("depth", "adapters", "records", "max_abs_dp")} for c in results["cells"]]
+    methods = [m for m in LABELS if any(m in c["rqps"] for c in cells_in)]
+    head = ["depth", "adapters", "records", *[LABELS[m] for m in methods], "engine ÷ strongest of 1–4", "strongest",
+            "max \\|ΔP\\|", "MFU (vs limit at start / around the run)", "LoRA overhead per adapter"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in cells_in:
+        row = [c["depth"], str(c["adapters"]), str(c["records"])]
+        row += [_fmt(c["rqps_spread"][m]) if m in c["rqps"] else "–" for m in methods]
+        row.append(_ratio(c["vs_strongest"]) if "vs_strongest" in c else "–")
+        row.append(", ".join(sorted({LABELS[s][:3] for s in c.get("strongest_per_repeat", [])})) or "–")
+        dp = [v for m, v in c["max_abs_dp"].items() if m != "engine"]
+        row.append(f"{max(dp):.1e}" if dp else "–")
+        row.append(f"{_ratio(c['mfu'], '.0%', '')} / {_ratio(c['mfu_vs_probe'], '.0%', '')}")
+        overhead = c.get("lora_overhead_per_adapter")
+        row.append(_ratio(overhead, "+.1%", "") if overhead else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def cell_line(cell: dict) -> str:
+    """One line of progress per finished cell (CPU-second figures)."""
+    c = cell["cpu"]
+    parts = [f"{cell['depth']} x{cell['adapters']}:"] + [f"{m} {c['rqps_spread'][m]['median']:,.0f}" for m in c["rqps"]]
     if "vs_strongest" in c:
         parts.append(f"vs strongest {np.median(c['vs_strongest']):.2f}x")
     parts.append(f"MFU {np.median(c['mfu']):.0%}")
@@ -116,15 +138,15 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4.2), squeeze=False)
     for ax, depth in zip(axes[0], depths):
         cells = [c for c in results["cells"] if c["depth"] == depth]
-        methods = [m for m in LABELS if m in cells[0]["rqps"]]
+        methods = [m for m in LABELS if m in cells[0]["cpu"]["rqps"]]
         width = 0.8 / len(methods)
         for j, m in enumerate(methods):
-            ys = [c["rqps_spread"][m]["median"] for c in cells]
+            ys = [c["cpu"]["rqps_spread"][m]["median"] for c in cells]
             ax.bar(np.arange(len(cells)) + j * width, ys, width, label=LABELS[m])
         ax.set_xticks(np.arange(len(cells)) + 0.4 - width / 2, [str(c["adapters"]) for c in cells])
         ax.set_yscale("log")
         ax.set_xlabel("adapters")
-        ax.set_ylabel("records × questions / s")
+        ax.set_ylabel("records × questions / CPU second")
         ax.set_title(f"MiniLM, adapters on {depth}")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

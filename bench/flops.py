@@ -86,30 +86,31 @@ def matmul_rates(config, rows: Sequence[int], dtype: torch.dtype = torch.float32
             x = torch.randn(m, in_f, generator=g, dtype=torch.float32).to(dtype)
             flops = 2 * m * in_f * out_f
             calls = max(1, int(min_seconds * 20e9 / flops))  # ~min_seconds at 20 GFLOP/s
-            with torch.inference_mode():
-                torch.nn.functional.linear(x, w)
-                best = float("inf")
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        torch.nn.functional.linear(x, w)
-                    best = min(best, (time.perf_counter() - start) / calls)
-            out.append({"rows": m, "in": in_f, "out": out_f, "gflops": flops / best / 1e9})
+            wall, cpu = _best_seconds(x, w, calls, repeats)
+            out.append({"rows": m, "in": in_f, "out": out_f, "gflops_wall": flops / wall / 1e9,
+                        "gflops_cpu": flops / cpu / 1e9})
     return out
 
 
-def probe_rate(shape: dict[str, float], repeats: int = 3) -> float:
-    """GFLOP/s of one ``F.linear`` shape (a row of :func:`matmul_rates`) now: the limit under the current load."""
+@torch.inference_mode()
+def _best_seconds(x: torch.Tensor, w: torch.Tensor, calls: int, repeats: int) -> tuple[float, float]:
+    """Best wall-clock and best process-CPU seconds of one ``F.linear(x, w)`` (``calls`` per timing)."""
+    torch.nn.functional.linear(x, w)
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            torch.nn.functional.linear(x, w)
+        wall = min(wall, (time.perf_counter() - start) / calls)
+        cpu = min(cpu, (time.process_time() - start_cpu) / calls)
+    return wall, cpu
+
+
+def probe_rate(shape: dict[str, float], repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s (wall and CPU) of one ``F.linear`` shape (a row of :func:`matmul_rates`) now, under this load."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(int(shape["rows"]), int(shape["in"]), generator=g)
     w = torch.randn(int(shape["out"]), int(shape["in"]), generator=g)
     flops = 2 * x.shape[0] * x.shape[1] * w.shape[0]
-    best = float("inf")
-    with torch.inference_mode():
-        torch.nn.functional.linear(x, w)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(5):
-                torch.nn.functional.linear(x, w)
-            best = min(best, (time.perf_counter() - start) / 5)
-    return flops / best / 1e9
+    wall, cpu = _best_seconds(x, w, 5, repeats)
+    return {"wall": flops / wall / 1e9, "cpu": flops / cpu / 1e9}

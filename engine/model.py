@@ -120,6 +120,7 @@ class MultiLoraModel:
         for index, stage in enumerate(self.arch.stages):
             stage.register_forward_pre_hook(self._fan_hook(index), with_kwargs=True)
         self.pooled_only = True  # the last layer's position-wise part runs at the pooled token only
+        self.first_query_only = True  # with pooled_only, BERT's last layer: the first token's query only
         self._pooled: torch.Tensor | None = None  # decoder: each row's pooled position in the batch being run
         self._mlp_shape: torch.Size | None = None
         last = self.arch.stages[self.arch.n_layers - 1]
@@ -188,7 +189,7 @@ class MultiLoraModel:
 
         def forward(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: Any = None,
                     **kwargs: Any) -> tuple:
-            if self._fan is None or not self.pooled_only or cache is not None:
+            if self._fan is None or not (self.pooled_only and self.first_query_only) or cache is not None:
                 return whole(hidden_states, attention_mask=attention_mask, cache=cache, **kwargs)
             return _first_query_attention(self_attention, hidden_states, attention_mask, **kwargs)
 
@@ -196,7 +197,7 @@ class MultiLoraModel:
         output.register_forward_pre_hook(self._first_token_residual)
 
     def _first_token_residual(self, module: nn.Module, args: tuple) -> tuple | None:
-        if self._fan is None or not self.pooled_only or len(args) != 2:
+        if self._fan is None or not (self.pooled_only and self.first_query_only) or len(args) != 2:
             return None
         return args[0], args[1][:, :1]
 
