@@ -12,12 +12,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+from urllib.parse import urlsplit
 
 import pytest
 import trustme
 from fake_openai import FakeOpenAI, stub_dns
 
-from assay.labeling.teacher import Guard, LlmTeacher, LlmTeacherError, ResidencyError
+from assay.labeling.teacher import Guard, LlmTeacher, LlmTeacherError, ResidencyError, residency
 from assay.labeling.teacher.settings import Settings
 from assay.schemas.questions import LlmSource, QuestionSpec
 
@@ -145,6 +146,19 @@ def test_hostile_endpoint_is_refused_before_any_connection(case, settings, url, 
 
 def test_the_table_covers_the_issue():
     assert len(HOSTILE) >= 25
+
+
+@pytest.mark.parametrize("url", ["http://vllm.internal:8000/v1", "http://134744072/v1", "http://[::ffff:8.8.8.8]/v1"])
+def test_the_trap_catches_what_a_broken_guard_lets_through(url, trap, monkeypatch, tmp_path):
+    """The safety net is real: with the guard switched off, the trap sees (and blocks) the outside connection."""
+    def let_through(self, url: str, what: str = "endpoint"):
+        parts = urlsplit(url)
+        self._pins[((parts.hostname or "").lower(), parts.port or 80)] = None
+    monkeypatch.setattr(Guard, "vet", let_through)
+    monkeypatch.setattr(Guard, "addresses", lambda self, host, port: residency.resolve(host, port))
+    stub_dns(monkeypatch, DNS)
+    attempt(url, Settings(**FAST, **ON_PREM), tmp_path)
+    assert trap.blocked and all(address[0] == "8.8.8.8" for address in trap.blocked)
 
 
 def test_a_rebinding_resolver_cannot_move_the_connection(trap, monkeypatch, tmp_path):
