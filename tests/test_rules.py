@@ -95,6 +95,9 @@ def test_gold_labels_by_question_column_derived_is_bad_and_label(tmp_path):
     jigsaw["insult"] = pa.array([0, 0, 1], pa.int8())
     path = tmp_path / "gold.parquet"
     pq.write_table(pa.table({"id": ["a", "b", "c"], **jigsaw}), path)
+    with pytest.raises(ValueError, match="derive it in .*gold.json"):
+        gold_labels(path, "is_bad")  # the library knows nothing about Jigsaw; the data says how
+    (tmp_path / "gold.json").write_text('{"derived": {"is_bad": ["toxic", "threat", "insult"]}}')
     assert gold_labels(path, "threat").column("label").to_pylist() == [0, 1, 0]
     assert gold_labels(path, "is_bad").column("label").to_pylist() == [0, 1, 1]
     plain = tmp_path / "plain.csv"

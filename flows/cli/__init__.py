@@ -11,7 +11,7 @@ import typer
 
 COMMAND_MODULES = (  # one module per command group, in the order `assay --help` lists them
     "assay.flows.cli.questions",
-    "assay.flows.demo",
+    "assay.flows.cli.demo",
     "assay.flows.cli.label",
     "assay.flows.cli.teachers",
     "assay.flows.cli.ops",

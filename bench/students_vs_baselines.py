@@ -1,0 +1,241 @@
+"""Do the students earn their place? Each question's LoRA student against what a data team would use instead.
+
+    .venv/bin/python bench/students_vs_baselines.py --out bench/results/students_vs_baselines
+
+One command, rerunnable: it labels 4,000 seed records of train.parquet with the bundled questions'
+offline sources (skipped when WORK/label-train exists; ``--fresh`` redoes it), trains the students
+(``assay train`` defaults) and the **oracle** (the same recipe on the seed's gold labels), fits the
+baselines of :mod:`assay.distill.baselines` on the SAME probabilistic labels, the SAME train/hold-out
+split and the SAME decision rule (TF-IDF + LR, frozen MiniLM embeddings + LR, SetFit; the keyword rules
+alone need no training), and scores everything on two sets nobody trained or tuned on:
+
+- **dev**: all 938 records of dev.parquet (natural rates; used before in this project's reports);
+- **untouched**: the 3,506 records of train.parquet outside the seed (toxic-enriched like the seed;
+  never used for any choice).
+
+Reported per question and macro: F1 of the yes class against gold, with a 95 % bootstrap interval,
+and the paired bootstrap 95 % interval of student minus each method (same resampled records). For
+``is_bad``, the recorded GPT-4 answers against the student on the records GPT-4 answered.
+Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import oracle_labels  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
+from students_report import markdown, plot  # noqa: E402
+
+from assay.distill import baselines as B  # noqa: E402
+from assay.distill.base import TrainConfig, make_cache, resolve_base  # noqa: E402
+from assay.distill.data import load_question_data, split_holdout  # noqa: E402
+from assay.distill.evaluate import score_versions  # noqa: E402
+from assay.distill.train import torch_threads, train_question  # noqa: E402
+from assay.labeling.gold import gold_labels  # noqa: E402
+from assay.schemas import load_questions  # noqa: E402
+from assay.schemas.registry import Registry  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "examples" / "data" / "jigsaw"
+QUESTIONS = ROOT / "examples" / "questions" / "jigsaw"
+console = Console()
+
+
+def label_run(work: Path, questions, sample: int, fresh: bool) -> Path:
+    """The label run over 4,000 seed records of the pool (made once)."""
+    from assay.labeling.pipeline import label_questions
+
+    out = work / "label-train"
+    if fresh or not (out / "summary.json").is_file():
+        label_questions(questions, DATA / "train.parquet", out, sample=sample, progress=True)
+    return out
+
+
+def eval_sets(labels: Path, qids: list[str]) -> dict[str, dict]:
+    """dev and untouched (pool minus seed): ids, texts and gold per question."""
+    seed = set(pq.read_table(labels / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+    sets = {}
+    for name, path, keep in (("dev", DATA / "dev.parquet", lambda i: True),
+                             ("untouched", DATA / "train.parquet", lambda i: i not in seed)):
+        table = pq.read_table(path, columns=["id", "text"])
+        ids = [i for i in table.column("id").cast(pa.string()).to_pylist() if keep(i)]
+        text_of = dict(zip(table.column("id").cast(pa.string()).to_pylist(), table.column("text").to_pylist()))
+        gold = {}
+        for qid in qids:
+            g = gold_labels(path, qid)
+            label_of = dict(zip(g.column("id").to_pylist(), g.column("label").to_pylist()))
+            gold[qid] = np.array([label_of[i] for i in ids], dtype=bool)
+        sets[name] = {"ids": ids, "texts": [text_of[i] for i in ids], "gold": gold}
+    return sets
+
+
+def train_all(questions, labels: Path, registry: Path, cache) -> dict:
+    """One adapter per question (not promoted) with the default settings, on the shared lower-layer cache."""
+    reg = Registry(registry)
+    versions = {}
+    for loaded in questions:
+        started = time.perf_counter()
+        versions[loaded.spec.id] = train_question(loaded, labels, reg, progress=False, cache=cache)
+        console.print(f"  trained {loaded.spec.id} in {time.perf_counter() - started:.0f} s ({registry.name})")
+    return versions
+
+
+def reuse(work: Path, stamp: str | None, kind: str, qids: list[str]) -> dict | None:
+    """The newest versions in WORK/registry-KIND-STAMP (``--reuse STAMP``), or None to train."""
+    if not stamp:
+        return None
+    registry = Registry(work / f"registry-{kind}-{stamp}")
+    return {q: registry.versions(q)[-1] for q in qids}
+
+
+def adapter_answers(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{group: {split: {qid: answers}}} of adapter versions at their own thresholds, through the engine, every
+    version and every split in one pass of the base."""
+    versions = [v for group in groups.values() for v in group.values()]
+    texts = [t for s in sets.values() for t in s["texts"]]
+    scores = score_versions(versions, texts)
+    out: dict = {}
+    for name, group in groups.items():
+        start = 0
+        for split, s in sets.items():
+            part = slice(start, start + len(s["texts"]))
+            out.setdefault(name, {})[split] = {q: scores[(v.question_id, v.version)][part] >= v.threshold
+                                               for q, v in group.items()}
+            start += len(s["texts"])
+    return out
+
+
+def baseline_answers(questions, labels: Path, sets: dict, which: list[str], config: TrainConfig,
+                     progress: bool = True) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{method: {split: {qid: answers}}}; trained baselines use the student's split and threshold rule."""
+    embed = B.minilm_embedder(labels / "cache")
+    out: dict = {}
+    for loaded in questions:
+        qid = loaded.spec.id
+        data = load_question_data(labels, qid)
+        train_index, hold_index = split_holdout(data, config.holdout, config.seed)
+        train, hold, prevalence = data.subset(train_index), data.subset(hold_index), float(data.p_yes.mean())
+        fitted = [B.keyword_rules(loaded.spec)] if "keyword_rules" in which else []
+        for name in ("tfidf_lr", "embedding_lr", "setfit"):
+            if name not in which:
+                continue
+            started = time.perf_counter()
+            if name == "tfidf_lr":
+                fitted.append(B.fit_tfidf_lr(train, hold, prevalence, config.class_weight, config.seed))
+            elif name == "embedding_lr":
+                fitted.append(B.fit_embedding_lr(train, hold, prevalence, embed, config.class_weight, config.seed))
+            else:
+                fitted.append(B.fit_setfit(train, hold, prevalence, class_weight=config.class_weight, seed=config.seed))
+            if progress:
+                console.print(f"  {qid}: {name} fitted in {time.perf_counter() - started:.0f} s")
+        for baseline in fitted:
+            for split, s in sets.items():
+                out.setdefault(baseline.name, {}).setdefault(split, {})[qid] = baseline.answer(s["texts"])
+    return out
+
+
+def gpt4_answers(sets: dict) -> dict[str, dict]:
+    """The recorded GPT-4 answers to is_bad on each split: {split: {"mask": answered, "answers": bool}}."""
+    table = pq.read_table(DATA / "teacher_gpt4.parquet", columns=["id", "gpt4_is_bad"])
+    answer_of = dict(zip(table.column("id").cast(pa.string()).to_pylist(), table.column(1).to_pylist()))
+    return {split: {"mask": np.array([i in answer_of for i in s["ids"]]),
+                    "answers": np.array([bool(answer_of.get(i)) for i in s["ids"]])} for split, s in sets.items()}
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean F1 over the columns (questions) of 2-D label and answer arrays."""
+    return float(np.mean([f1(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
+
+
+def summarise(methods: dict, sets: dict, qids: list[str], gpt4: dict, resamples: int) -> dict:
+    """Per split: F1 with interval per method and question, macro, and student-minus-method paired deltas."""
+    out = {}
+    for split, s in sets.items():
+        y = np.stack([s["gold"][q] for q in qids], axis=1)
+        rows = {"records": len(s["ids"]), "positives": {q: int(s["gold"][q].sum()) for q in qids}, "methods": {}}
+        student = np.stack([methods["student"][split][q] for q in qids], axis=1)
+        for name, answers in methods.items():
+            pred = np.stack([answers[split][q] for q in qids], axis=1)
+            per_q = {q: dict(zip(("f1", "low", "high"), bootstrap_ci(f1, y[:, j], pred[:, j], n=resamples)))
+                     for j, q in enumerate(qids)}
+            delta = {q: dict(zip(("delta", "low", "high"), paired_bootstrap(f1, y[:, j], student[:, j], pred[:, j],
+                                                                            n=resamples))) for j, q in enumerate(qids)}
+            macro = dict(zip(("f1", "low", "high"), bootstrap_ci(macro_f1, y, pred, n=resamples)))
+            macro_delta = dict(zip(("delta", "low", "high"), paired_bootstrap(macro_f1, y, student, pred, n=resamples)))
+            rows["methods"][name] = {"questions": per_q, "macro": macro, "student_minus": delta,
+                                     "macro_student_minus": macro_delta}
+        if "is_bad" in qids:
+            mask, j = gpt4[split]["mask"], qids.index("is_bad")
+            yb, sb, gb = y[mask, j], student[mask, j], gpt4[split]["answers"][mask]
+            rows["gpt4_is_bad"] = {"records": int(mask.sum()), "gpt4": bootstrap_ci(f1, yb, gb, n=resamples),
+                                   "student": bootstrap_ci(f1, yb, sb, n=resamples),
+                                   "student_minus_gpt4": paired_bootstrap(f1, yb, sb, gb, n=resamples)}
+        out[split] = rows
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "students-vs-baselines",
+                        help="label run, registries (reused when present)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "students_vs_baselines")
+    parser.add_argument("--sample", type=int, default=4000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--baselines", default="keyword_rules,tfidf_lr,embedding_lr,setfit")
+    parser.add_argument("--only", help="comma-separated question ids (default: all seven)")
+    parser.add_argument("--fresh", action="store_true", help="relabel everything")
+    parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
+                        "label run: score those adapters instead of training again")
+    args = parser.parse_args()
+    config = {**vars(args), "train_config": asdict(TrainConfig()), "setfit_per_class": B.SETFIT_PER_CLASS,
+              "setfit_steps": B.SETFIT_STEPS, "c_grid": B.C_GRID}
+    header = provenance(config)
+    started = time.perf_counter()
+    questions = load_questions(QUESTIONS)
+    if args.only:
+        questions = [q for q in questions if q.spec.id in args.only.split(",")]
+    qids = [q.spec.id for q in questions]
+    with torch_threads(args.threads):
+        labels = label_run(args.work, questions, args.sample, args.fresh)
+        sets = eval_sets(labels, qids)
+        students, oracles = (reuse(args.work, args.reuse, kind, qids) for kind in ("student", "oracle"))
+        if students is None or oracles is None:
+            cache = make_cache(resolve_base(questions[0], None), TrainConfig.for_spec(questions[0]))
+            stamp = time.strftime("%H%M%S")
+            console.print("students:")
+            students = train_all(questions, labels, args.work / f"registry-student-{stamp}", cache)
+            console.print("oracle (gold labels of the same seed):")
+            gold_dir = oracle_labels(labels, qids, args.work / "labels-oracle", DATA / "train.parquet")
+            oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache)
+        methods = adapter_answers({"student": students, "oracle": oracles}, sets)
+        console.print("baselines:")
+        methods.update(baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig()))
+    results = summarise(methods, sets, qids, gpt4_answers(sets), args.resamples)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["promotion"] = {q: v.manifest["metrics"]["holdout"] for q, v in students.items()}
+    write_result(args.out.with_suffix(".json"), config, results, header=header)
+    args.out.with_suffix(".md").write_text(markdown(results, qids))
+    plot(results, qids, args.out.with_suffix(".png"))
+    console.print(markdown(results, qids))
+
+
+if __name__ == "__main__":
+    main()
