@@ -33,6 +33,7 @@ from ..votes import ABSTAIN, NO, YES, VoteMatrix, vote_matrix
 from .label_model import DawidSkene, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
+BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 
 
@@ -130,6 +131,24 @@ def _degenerate(matrix: VoteMatrix, informative: np.ndarray, balance: float | No
         f"({'given' if balance is not None else 'what the votes say' if cast.size else 'unknown, 0.5'})"])
 
 
+def _balance_bound(votes: np.ndarray) -> float | None:
+    """The yes share among the votes of the two-way source nearest to 0 or 1, when all lie on one side of 0.5.
+
+    A source better than chance whose coverage does not depend on the class votes yes on a share between the
+    class balance and 0.5, so the balance lies at least as far from 0.5 as every such share.
+    """
+    yes, no = (votes == YES).sum(axis=0), (votes == NO).sum(axis=0)
+    two_way = (yes > 0) & (no > 0)
+    if not two_way.any():
+        return None
+    shares = yes[two_way] / (yes[two_way] + no[two_way])
+    if (shares < 0.5).all():
+        return float(shares.min())
+    if (shares > 0.5).all():
+        return float(shares.max())
+    return None
+
+
 def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelModelFit:
     """The label model on the informative sources (constant ones dropped), degenerate input and collapse handled."""
     constant = _constant(matrix)
@@ -147,6 +166,12 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     if informative.sum() == 2:
         warnings.append("two informative sources: the estimates rest on the assumption that both are better "
                         "than chance")
+    bound = _balance_bound(used.votes)
+    if balance is None and bound is not None and (model.prior - bound) * (bound - 0.5) < 0 and \
+            abs(model.prior - bound) > BOUND_MARGIN:
+        warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share of "
+                        f"yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
+        model = DawidSkene(class_balance=bound).fit(counts)
     if model.collapsed(counts):
         prior = balance if balance is not None else float(np.mean(weighted_vote(used)[(used.votes >= 0).any(1)]))
         return LabelModelFit(weighted_vote(used, prior), prior, accuracy, warnings,
