@@ -58,11 +58,24 @@ class _Teacher(_Source):
         return _check_template(value)
 
 
+# A value that is more likely a pasted key than the name of a variable: 20+ letters and digits, with a digit and
+# no underscore (hex Azure keys, base64 keys); names such as OPENAI_API_KEY or AZURE_KEY_2 pass.
+_KEY_SHAPED = re.compile(r"(?=.*\d)[A-Za-z0-9]{20,}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def looks_like_key(name: str) -> bool:
+    """Is `name` (meant to be an environment variable's NAME) shaped like an API key instead?"""
+    return not _VARIABLE.fullmatch(name) or bool(_KEY_SHAPED.fullmatch(name))
+
+
 class LlmSource(_Teacher):
     """An OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, TGI, LoRAX).
 
     The request limits left unset here come from the deployment settings (`assay.yaml`).
     """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a pasted key is never echoed
 
     kind: Literal["llm"]
     base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://vllm.internal:8000/v1")
@@ -93,8 +106,9 @@ class LlmSource(_Teacher):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        if looks_like_key(value):
+            raise ValueError("looks like an API key, not the NAME of an environment variable (value not shown; "
+                             "fix: export the key as e.g. OPENAI_API_KEY and write api_key_env: OPENAI_API_KEY)")
         return value
 
 

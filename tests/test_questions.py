@@ -88,6 +88,21 @@ def test_broken_folder_reports_every_problem_with_file_and_line(tmp_path: Path):
     assert by_file["f_yaml.yaml"][0].line == 2
 
 
+def test_key_shaped_api_key_env_is_refused_without_echo(tmp_path: Path):
+    key = "a3f9c2e1b7d44f0e9c8a7b6d5e4f3a2b"  # a hex Azure key: starts with a letter, so shaped like a name
+    (tmp_path / "q.yaml").write_text(GOOD.replace("  - kind: rules\n    yes_keywords: [refund]\n", f"""\
+  - kind: llm
+    base_url: http://127.0.0.1:9/v1
+    model: m
+    api_key_env: {key}
+"""))
+    with pytest.raises(QuestionSpecError) as caught:
+        load_questions(tmp_path)
+    (problem,) = caught.value.problems
+    assert problem.field == "sources.0.api_key_env" and "looks like an API key" in problem.message
+    assert key not in str(caught.value) and key not in repr(caught.value.problems)
+
+
 def test_missing_env_var_is_reported_when_checked(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("ASSAY_TEST_KEY", raising=False)
     (tmp_path / "q.yaml").write_text(GOOD.replace("  - kind: rules\n    yes_keywords: [refund]\n", """\

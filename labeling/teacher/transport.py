@@ -10,7 +10,6 @@ endpoint and reached the same way. Redirects are off and the openai client's own
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,21 +17,10 @@ import httpcore2
 import httpx2
 import openai
 
-from assay.schemas.questions import LlmSource
+from assay.schemas.questions import LlmSource, looks_like_key
 
 from .errors import LlmTeacherError
 from .residency import Guard
-
-# A value that is more likely a pasted key than the name of a variable: 20+ letters and digits, with a digit and
-# no underscore (hex Azure keys, base64 keys); names such as OPENAI_API_KEY or AZURE_KEY_2 pass.
-_KEY_SHAPED = re.compile(r"(?=.*\d)[A-Za-z0-9]{20,}")
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def looks_like_key(name: str) -> bool:
-    """Is `name` (meant to be an environment variable's NAME) shaped like an API key instead?"""
-    return not _VARIABLE.fullmatch(name) or bool(_KEY_SHAPED.fullmatch(name))
-
 
 def check_key_name(source: LlmSource) -> None:
     """LlmTeacherError (which never shows the value) when `api_key_env` holds something shaped like a key."""
