@@ -127,9 +127,10 @@ def peft_mixed(b: Bench, k: int) -> dict[str, Any]:
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=b.check.args.rank, lora_alpha=2 * b.check.args.rank,
                         lora_dropout=0.0, target_modules=list(models.DECODER_TARGETS))
     names = [f"peft{i}" for i in range(k)]
-    peft_model = get_peft_model(b.model, config, adapter_name=names[0])
-    for name in names[1:]:
-        peft_model.add_adapter(name, config)
+    with torch.device(b.device):  # PEFT creates its LoRA layers on the default device, then moves them
+        peft_model = get_peft_model(b.model, config, adapter_name=names[0])
+        for name in names[1:]:
+            peft_model.add_adapter(name, config)
     g = torch.Generator(device=b.device).manual_seed(k)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

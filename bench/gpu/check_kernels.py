@@ -69,18 +69,22 @@ def row_adapters(layout: str, n_adapters: int, rows: int, g: torch.Generator) ->
 
 
 def make_problem(spec: dict[str, Any], hidden: int, dtype: torch.dtype, device: str, seed: int):
-    """Random stack, segments, activations and a non-zero ``out`` on ``device``."""
-    g = torch.Generator().manual_seed(seed)
+    """Random stack, segments, activations and a non-zero ``out``, generated on ``device`` (fast on a GPU)."""
+    g = torch.Generator().manual_seed(seed)  # layout and scales: small, on the host
+    gd = torch.Generator(device=device).manual_seed(seed)
     in_f, out_f = hidden, MLP[hidden] if spec.get("mlp_out") else hidden
     ranks = spec["ranks"]
-    pairs = [(torch.randn(in_f, r, generator=g) / in_f**0.5, torch.randn(r, out_f, generator=g) / r**0.5)
-             for r in ranks]
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gd, device=device)
+
+    pairs = [(randn(in_f, r) / in_f**0.5, randn(r, out_f) / r**0.5) for r in ranks]
     scales = [float(s) for s in torch.rand(len(ranks), generator=g) * 2 + 0.25]
     stack = LoraStack.from_pairs(pairs, scales, dtype=dtype, device=device)
     rows = row_adapters(spec["layout"], len(ranks), spec["rows"], g)
     seg = Segments.from_row_adapters(rows.to(device))
-    x = torch.randn(len(rows), in_f, generator=g).to(device=device, dtype=dtype)
-    out0 = (torch.randn(len(rows), out_f, generator=g) * 0.5).to(device=device, dtype=dtype)
+    x = randn(len(rows), in_f).to(dtype)
+    out0 = (randn(len(rows), out_f) * 0.5).to(dtype)
     return stack, seg, x, out0, rows
 
 

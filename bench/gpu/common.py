@@ -175,7 +175,8 @@ class Check:
         }
         if self.device == "cuda":
             results["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        settings = {**vars(self.args), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""), **config}
+        settings = {**vars(self.args), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", ""),
+                    "source_commit": os.environ.get("ASSAY_COMMIT", ""), **config}  # where the tree has no .git
         if self.header is None:
             self.header = provenance(settings)
         self.header["config"] = {**self.header["config"], **{k: str(v) if isinstance(v, Path) else v

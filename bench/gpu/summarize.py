@@ -161,10 +161,11 @@ def header(docs: dict, status: dict[str, str], elapsed: str, total: str) -> list
     versions = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
     device = r.get("device", "?") + (f" ({r['memory_gib']} GiB, sm {r['capability']}, CUDA {r['cuda']})"
                                      if "capability" in r else "")
+    commit = first.get("commit") or (first.get("config", {}).get("source_commit", "?") + " (ASSAY_COMMIT)")
     mode = ("CPU dry run (--tiny: tiny shapes, Triton interpreted; figures are not GPU figures, and the goals "
             "(overhead, MFU, shared layers) only mean something on the GPU shapes)") if r.get("tiny") else "GPU run"
     return [f"# GPU checks (issue 15): {mode}", "",
-            f"Device: {device}. Commit {first.get('commit', '?')}, started {first.get('started', '?')}; checks took "
+            f"Device: {device}. Commit {commit}, started {first.get('started', '?')}; checks took "
             f"{elapsed} s of a {total} s budget; load average at start {first.get('load_average_at_start', '?')}. "
             f"Versions: {versions}.", "",
             "Command: `bench/gpu/run.sh" + (" --tiny" if r.get("tiny") else "") + " OUT`; per-check JSON in OUT "
