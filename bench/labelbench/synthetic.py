@@ -86,7 +86,7 @@ def _source(spec: Spec, truth: np.ndarray, done: list[np.ndarray], rng: np.rando
 
 
 def synthetic_set(name: str, seed: int) -> BenchSet:
-    """One case drawn with `seed` (0: tune, 1: untouched)."""
+    """One case drawn with `seed` (0: tune, 1: untouched, 2: the second hold-out)."""
     n, prior, specs = CASES[name]
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     truth = rng.random(n) < prior
@@ -98,6 +98,6 @@ def synthetic_set(name: str, seed: int) -> BenchSet:
         columns[f"s{j}_{spec.kind}"] = pa.array(vote, pa.int8())
         if conf is not None:
             columns[f"s{j}_{spec.kind}__conf"] = pa.array(conf, pa.float32(), from_pandas=True)
-    part = "tune" if seed == 0 else "untouched"
+    part = {0: "tune", 1: "untouched"}.get(seed, f"holdout{seed}")
     return BenchSet(f"syn/{name} [{part}]", "synthetic", pa.table(columns), truth,
                     f"{len(specs)} sources, P(yes) {prior}")
