@@ -89,7 +89,7 @@ def _balance(matrix, balance_from: str) -> float:
     return float(combine(matrix, method="label_model").prior)
 
 
-def suite(part: str, families: list[str], cache: Path) -> list[BenchSet]:
+def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = False) -> list[BenchSet]:
     """The sets of the suite, cut to `part`."""
     sets: list[BenchSet] = []
     if part == "holdout2":
@@ -98,7 +98,7 @@ def suite(part: str, families: list[str], cache: Path) -> list[BenchSet]:
     if "synthetic" in families:
         sets += [synthetic_set(name, 0 if part == "tune" else 1) for name in CASES]
     if "jigsaw" in families:
-        sets += [split(b, part) for b in jigsaw_sets(cache)]
+        sets += [split(b, part) for b in jigsaw_sets(cache, rebuild_jigsaw)]
     if "real" in families:
         sets += [split(b, part) for b in real_sets(cache / "corpora")]
     return sets
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0"),
                         help="whose class-balance estimate every method gets")
     parser.add_argument("--bootstrap", type=int, default=500)
+    parser.add_argument("--rebuild-jigsaw", action="store_true", help="recompute the Jigsaw votes (slow: MiniLM)")
     parser.add_argument("--cache", type=Path, default=Path("runs/labelbench"))
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/labelbench_<part>.json")
     args = parser.parse_args()
@@ -121,7 +122,7 @@ def main() -> None:
     rows = []
     from tqdm.auto import tqdm
 
-    for bench in tqdm(suite(args.part, args.families.split(","), args.cache), desc="sets", unit="set"):
+    for bench in tqdm(suite(args.part, args.families.split(","), args.cache, args.rebuild_jigsaw), desc="sets", unit="set"):
         rows.append(score_set(bench, methods, args.balance_from, args.bootstrap))
     config = {**vars(args), "decision_rule": "prevalence_labels(p, balance)", "rare_below": RARE,
               **{f"methods.{k}": v for k, v in __import__("labelbench.methods", fromlist=["x"]).__dict__.items()

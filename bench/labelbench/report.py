@@ -33,7 +33,7 @@ def summary(rows: list[dict]) -> dict:
         else:  # a method that cannot run on a set (Snorkel < 3 sources) scores as majority vote there
             means[method] = round(float(np.mean([v if v is not None else _goal(r, "majority")
                                                  for v, r in zip(values, rows)])), 4)
-    best_mean = max(means[m] for m in BASELINES)
+    best_mean = max((means[m] for m in BASELINES if m in means), default=float("nan"))
     return {"subject": subject, "per_set": per_set, "means": means, "best_baseline_mean": best_mean,
             "mean_best_per_set": round(float(np.mean([s["best"] for s in per_set])), 4),
             "fails_mv": [s["set"] for s in per_set if not s["ok_mv"]],
