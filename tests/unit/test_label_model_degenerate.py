@@ -123,3 +123,33 @@ def test_ties_are_labelled_alike_and_the_count_follows_the_class_balance():
     assert 0.2 < threshold < 0.7
     assert not prevalence_labels(np.full(10, 0.013), 0.013)[0].any()
     assert prevalence_labels(np.full(4, 0.6), 1.0)[0].all()
+
+
+def test_copies_of_a_source_count_once():
+    rng = np.random.default_rng(8)
+    truth = rng.random(4000) < 0.3
+    sources = []
+    for accuracy in (0.85, 0.8, 0.75, 0.62):
+        vote = np.where(rng.random(4000) < accuracy, truth, ~truth).astype(int)
+        vote[rng.random(4000) > 0.7] = -1
+        sources.append(vote)
+    once = combine(table(*sources), method="label_model")
+    thrice = combine(table(*sources, sources[3], sources[3]), method="label_model")  # the weakest, copied
+    assert np.abs(p_yes(once) - p_yes(thrice)).max() < 0.02
+    assert (labels(thrice) == truth).mean() >= (labels(once) == truth).mean() - 0.005
+
+
+def test_a_balance_beyond_every_two_way_share_is_held_at_the_bound():
+    # a no-only source that abstains on a broad superset of the yes class (toxic vs threat): EM alone takes
+    # the superset for the class; the two-way sources vote yes on under 10 % of their votes
+    rng = np.random.default_rng(9)
+    n = 6000
+    superset = rng.random(n) < 0.45
+    truth = superset & (rng.random(n) < 0.05)
+    broad = np.where(~superset, 0, -1)
+    rule = np.where(truth & (rng.random(n) < 0.5), 1, np.where(rng.random(n) < 0.1, 0, -1))
+    detector = np.where(superset & (rng.random(n) < 0.6), 1, np.where(rng.random(n) < 0.9, 0, -1))
+    result = combine(table(broad, rule, detector), method="label_model")
+    shares = [(v == 1).sum() / (v >= 0).sum() for v in (rule, detector)]
+    assert result.prior <= min(shares) + 1e-3
+    assert any("held at" in w for w in result.warnings)
