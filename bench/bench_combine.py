@@ -4,19 +4,28 @@ Synthetic votes with known truth (rare class, uneven sources, 3 of them with con
 reports F1 against the truth for the label model, majority vote and (on a subsample) Snorkel.
 
     flock /tmp/assay-bench.lock .venv/bin/python bench/bench_combine.py [--records 1000000] [--sources 10]
+
+Prints wall and CPU seconds (the machine is shared: CPU seconds say what an idle one would take) and writes
+bench/results/combine_1m.json via provenance.py. Every method's run includes the label model's fit (its
+class balance is every method's).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from assay.labeling.model.combine import combine
 from assay.labeling.metrics import binary_scores
+from assay.labeling.model.combine import combine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance, write_result  # noqa: E402
 
 
 def synthetic_votes(n: int, m: int, prior: float = 0.1, seed: int = 0) -> tuple[pa.Table, np.ndarray]:
@@ -36,10 +45,11 @@ def synthetic_votes(n: int, m: int, prior: float = 0.1, seed: int = 0) -> tuple[
     return pa.table(columns), truth
 
 
-def timed(votes: pa.Table, method: str) -> tuple[float, object]:
-    started = time.perf_counter()
+def timed(votes: pa.Table, method: str) -> tuple[float, float, object]:
+    """Wall seconds, CPU seconds (all threads) and the result of one `combine` call."""
+    started, cpu = time.perf_counter(), time.process_time()
     result = combine(votes, method=method)
-    return time.perf_counter() - started, result
+    return time.perf_counter() - started, time.process_time() - cpu, result
 
 
 def main() -> None:
@@ -47,20 +57,23 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sources", type=int, default=10)
     parser.add_argument("--snorkel-records", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "combine_1m.json")
     args = parser.parse_args()
+    header = provenance(vars(args))
     votes, truth = synthetic_votes(args.records, args.sources)
     print(f"{args.records:,} records x {args.sources} sources, P(yes) {truth.mean():.3f}")
-    for method in ("label_model", "majority"):
-        seconds, result = timed(votes, method)
-        f1 = binary_scores(truth, result.probs.column("label").to_numpy() == 1)["f1"]
-        extra = f", est. P(yes) {result.prior:.3f}" if method == "label_model" else ""
-        print(f"{method:12s} {seconds:6.2f} s  {args.records / seconds:,.0f} records/s  F1 {f1:.3f}{extra}")
-    small, small_truth = votes.slice(0, args.snorkel_records), truth[: args.snorkel_records]
-    for method in ("label_model", "snorkel"):
-        seconds, result = timed(small, method)
-        f1 = binary_scores(small_truth, result.probs.column("label").to_numpy() == 1)["f1"]
-        print(f"{method:12s} {seconds:6.2f} s on {args.snorkel_records:,}  F1 {f1:.3f}")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    results = []
+    for method, rows in (("label_model", args.records), ("majority", args.records),
+                         ("label_model", args.snorkel_records), ("snorkel", args.snorkel_records)):
+        seconds, cpu, result = timed(votes.slice(0, rows), method)
+        f1 = binary_scores(truth[:rows], result.probs.column("label").to_numpy() == 1)["f1"]
+        results.append({"method": method, "records": rows, "wall_s": round(seconds, 2), "cpu_s": round(cpu, 2),
+                        "f1": f1, "prior": result.prior})
+        print(f"{method:12s} {rows:>9,} records {seconds:6.2f} s wall {cpu:6.2f} s CPU  F1 {f1:.3f}  "
+              f"est. P(yes) {result.prior:.3f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:,.0f} MiB")
+    write_result(args.out, vars(args), {"runs": results, "peak_rss_mib": round(peak)}, header=header)
 
 
 if __name__ == "__main__":
