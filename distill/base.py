@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from assay.engine.model import architecture
 from assay.schemas.loader import LoadedQuestion
-from assay.schemas.models import bundled_minilm
+from assay.schemas.models import base_path, bundled_minilm
 from assay.schemas.registry import base_sha256
 
 from .cache import LowerLayerCache
@@ -68,13 +68,17 @@ class TrainConfig:
 
 
 def resolve_base(loaded: LoadedQuestion, base: str | Path | None) -> Path:
-    """``base`` if given, else the spec's ``training.base_model`` (relative to the question file), else MiniLM."""
+    """``base`` if given, else the spec's ``training.base_model``, else MiniLM.
+
+    Either may be a known name (``assay.schemas.models.BASES``: minilm-l6, smollm2-135m) or a folder
+    (the spec's relative to the question file).
+    """
     if base is not None:
-        return Path(base)
+        return base_path(base)
     named = loaded.spec.training.base_model
     if named:
         relative = Path(loaded.path).parent / named
-        return relative if relative.exists() else Path(named)
+        return relative if relative.exists() else base_path(named)
     return bundled_minilm()
 
 
