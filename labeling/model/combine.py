@@ -17,8 +17,9 @@ balance as P(yes) under every method.
 
 Input the model cannot identify gets the honest answer and a warning: no source voted, or only constant
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
-votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance)
-falls back to weighted vote, and the reason says so.
+votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, a
+class left with under two records' worth of probability, or one label for every record) falls back to
+weighted vote with the class balance unknown (0.5), and the reason says so.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .label_model import DawidSkene, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
+MIN_CLASS_RECORDS = 2.0  # a fitted class with less probability mass than this many records is empty: a collapse
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 
 
@@ -172,12 +174,25 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share of "
                         f"yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
         model = DawidSkene(class_balance=bound).fit(counts)
-    if model.collapsed(counts):
-        prior = balance if balance is not None else float(np.mean(weighted_vote(used)[(used.votes >= 0).any(1)]))
+    p_yes = model.predict_proba(counts)
+    n = len(p_yes)
+    why = ("most votes came from sources it rated below chance" if model.collapsed(counts) else
+           f"one class holds under {MIN_CLASS_RECORDS} records' worth of probability, so its rates are only the "
+           "prior's" if balance is None and min(model.prior, 1 - model.prior) * n < MIN_CLASS_RECORDS else
+           "it gives every record the same label although the sources vary" if _constant_labels(p_yes, model.prior)
+           else None)
+    if why:
+        prior = 0.5 if balance is None else balance
         return LabelModelFit(weighted_vote(used, prior), prior, accuracy, warnings,
-                             "the label model collapsed (most votes came from sources it rated below chance); "
-                             "weighted vote is used instead")
-    return LabelModelFit(model.predict_proba(counts), model.prior, accuracy, warnings)
+                             f"the label model collapsed ({why}); weighted vote is used instead"
+                             + ("" if balance is not None else ", with the class balance unknown (0.5)"))
+    return LabelModelFit(p_yes, model.prior, accuracy, warnings)
+
+
+def _constant_labels(p_yes: np.ndarray, prior: float) -> bool:
+    """The decision rule labels every record alike (the caller has checked that both classes hold records)."""
+    labels, _ = prevalence_labels(p_yes, prior)
+    return bool(labels.all() or not labels.any())
 
 
 def _scores(method: str, matrix: VoteMatrix, prior: float) -> np.ndarray:

@@ -153,3 +153,18 @@ def test_a_balance_beyond_every_two_way_share_is_held_at_the_bound():
     shares = [(v == 1).sum() / (v >= 0).sum() for v in (rule, detector)]
     assert result.prior <= min(shares) + 1e-3
     assert any("held at" in w for w in result.warnings)
+
+
+def test_weak_one_way_sources_that_empty_a_class_fall_back_to_weighted_vote():
+    rng = np.random.default_rng(0)
+    truth = rng.random(3000) < 0.5
+    columns = []  # keywords that fire almost as often on the wrong class
+    for direction, (right, wrong) in [(1, (0.25, 0.2)), (1, (0.3, 0.22)), (1, (0.2, 0.15)), (1, (0.35, 0.3)),
+                                      (0, (0.1, 0.05)), (0, (0.08, 0.04))]:
+        target = truth if direction == 1 else ~truth
+        columns.append(np.where(rng.random(3000) < np.where(target, right, wrong), direction, -1))
+    result = combine(table(*columns), method="label_model")
+    assert 0.1 < labels(result).mean() < 0.9  # not (nearly) one label for every record
+    assert result.prior == pytest.approx(0.5)
+    assert "weighted vote is used instead" in result.reason
+    assert (labels(result) == truth).mean() > 0.55
