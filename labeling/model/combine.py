@@ -17,8 +17,8 @@ balance as P(yes) under every method.
 
 Input the model cannot identify gets the honest answer and a warning: no source voted, or only constant
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
-votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, a
-class left with under two records' worth of probability, or one label for every record) falls back to
+votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, the
+no class left with under two records' worth of probability, or one label for every record) falls back to
 weighted vote with the class balance unknown (0.5), and the reason says so.
 """
 
@@ -35,7 +35,9 @@ from .label_model import DawidSkene, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
-MIN_CLASS_RECORDS = 2.0  # a fitted class with less probability mass than this many records is empty: a collapse
+# A fitted no class with less probability mass than this many records is empty: a collapse. Only the no
+# class: a yes class of one or two records is what a rare question on a small seed looks like.
+MIN_CLASS_RECORDS = 2.0
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 
 
@@ -177,8 +179,8 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     p_yes = model.predict_proba(counts)
     n = len(p_yes)
     why = ("most votes came from sources it rated below chance" if model.collapsed(counts) else
-           f"one class holds under {MIN_CLASS_RECORDS} records' worth of probability, so its rates are only the "
-           "prior's" if balance is None and min(model.prior, 1 - model.prior) * n < MIN_CLASS_RECORDS else
+           f"the no class holds under {MIN_CLASS_RECORDS:g} records' worth of probability, so its rates are only "
+           "the prior's" if balance is None and (1 - model.prior) * n < MIN_CLASS_RECORDS else
            "it gives every record the same label although the sources vary" if _constant_labels(p_yes, model.prior)
            else None)
     if why:
