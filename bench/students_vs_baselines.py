@@ -123,8 +123,9 @@ def adapter_answers(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, 
 
 
 def baseline_answers(questions, labels: Path, sets: dict, which: list[str], config: TrainConfig,
-                     progress: bool = True) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{method: {split: {qid: answers}}}; trained baselines use the student's split and threshold rule."""
+                     setfit_questions: list[str] | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{method: {split: {qid: answers}}}; trained baselines use the student's split and threshold rule.
+    SetFit runs on ``setfit_questions`` only (None: all)."""
     embed = B.minilm_embedder(labels / "cache")
     out: dict = {}
     for loaded in questions:
@@ -134,7 +135,7 @@ def baseline_answers(questions, labels: Path, sets: dict, which: list[str], conf
         train, hold, prevalence = data.subset(train_index), data.subset(hold_index), float(data.p_yes.mean())
         fitted = [B.keyword_rules(loaded.spec)] if "keyword_rules" in which else []
         for name in ("tfidf_lr", "embedding_lr", "setfit"):
-            if name not in which:
+            if name not in which or (name == "setfit" and setfit_questions and qid not in setfit_questions):
                 continue
             started = time.perf_counter()
             if name == "tfidf_lr":
@@ -143,8 +144,7 @@ def baseline_answers(questions, labels: Path, sets: dict, which: list[str], conf
                 fitted.append(B.fit_embedding_lr(train, hold, prevalence, embed, config.class_weight, config.seed))
             else:
                 fitted.append(B.fit_setfit(train, hold, prevalence, class_weight=config.class_weight, seed=config.seed))
-            if progress:
-                console.print(f"  {qid}: {name} fitted in {time.perf_counter() - started:.0f} s")
+            console.print(f"  {qid}: {name} fitted in {time.perf_counter() - started:.0f} s")
         for baseline in fitted:
             for split, s in sets.items():
                 out.setdefault(baseline.name, {}).setdefault(split, {})[qid] = baseline.answer(s["texts"])
@@ -200,6 +200,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--baselines", default="keyword_rules,tfidf_lr,embedding_lr,setfit")
+    parser.add_argument("--setfit-questions", help="comma-separated question ids SetFit runs on (default: all; "
+                        "it fine-tunes and re-embeds per question, minutes each on 2 cores)")
     parser.add_argument("--only", help="comma-separated question ids (default: all seven)")
     parser.add_argument("--fresh", action="store_true", help="relabel everything")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
@@ -227,7 +229,8 @@ def main() -> None:
             oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache)
         methods = adapter_answers({"student": students, "oracle": oracles}, sets)
         console.print("baselines:")
-        methods.update(baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig()))
+        methods.update(baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig(),
+                                        args.setfit_questions.split(",") if args.setfit_questions else None))
     results = summarise(methods, sets, qids, gpt4_answers(sets), args.resamples)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["promotion"] = {q: v.manifest["metrics"]["holdout"] for q, v in students.items()}

@@ -69,15 +69,18 @@ def read_student_answers(scores: Path) -> pa.Table | None:
     return pq.ParquetDataset(files).read() if files else None
 
 
-def student_scores(registry: Path, trained: dict[str, Any], texts: list[str]) -> dict[str, tuple[Any, float]]:
-    """P(yes) and threshold of each question's version trained by this run (promoted or not) on ``texts``."""
+def student_scores(registry: Path, trained: dict[str, Any], texts: list[str]) -> tuple[dict[str, Any], float]:
+    """P(yes) and threshold of each question's version trained by this run (promoted or not) on ``texts``, and
+    the records/s of that one engine pass (every question's adapter in the same batches)."""
     from assay.distill.evaluate import score_versions
     from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     versions = [reg.get(q, t["version"]) for q, t in trained.items() if t.get("version")]
+    started = time.perf_counter()
     scores = score_versions(versions, texts, reg) if versions else {}
-    return {v.question_id: (scores[(v.question_id, v.version)], v.threshold) for v in versions}
+    rate = len(texts) / (time.perf_counter() - started) if versions else 0.0
+    return {v.question_id: (scores[(v.question_id, v.version)], v.threshold) for v in versions}, rate
 
 
 def dev_table(questions: Path, out: Path, dev: Path, trained: dict[str, Any], records_per_second: float,
@@ -93,9 +96,9 @@ def dev_table(questions: Path, out: Path, dev: Path, trained: dict[str, Any], re
     loaded = load_questions(questions)
     table = pq.read_table(dev, columns=["id", "text"])
     ids, texts = table.column("id").cast("string").to_pylist(), table.column("text").to_pylist()
-    student = student_scores(out / "registry", trained, texts)
+    student, measured = student_scores(out / "registry", trained, texts)
     baselines = demo_table.baseline_answers(loaded, labels_dir(out), texts)
-    speed = demo_table.speed_and_cost(loaded, texts, records_per_second)
+    speed = demo_table.speed_and_cost(loaded, texts, records_per_second or measured)
     per_record = speed["teacher"]["usd_per_1000"] / 1000
     cascades = demo_table.cascades(loaded, ids, dev, student, cascade_share, cascade_budget_usd, per_record)
     rows = demo_table.question_rows(loaded, dev, labels_dir(out / "dev"), ids, student, baselines, cascades)
@@ -121,23 +124,27 @@ def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000, cascade
         trained = train(str(questions), str(out), str(registry))
         decided = evaluate_and_promote(str(questions), str(out), str(registry),
                                        versions={q: t["version"] for q, t in trained.items() if t["version"]})
-        batch = monthly_batch(str(registry), str(out / "batch"), input=str(dev), month="dev")
-        summary = dev_table(questions, out, dev, trained, batch["records_per_second"] or 0.0, cascade_share,
+        promoted = any(d.get("current") for d in decided.values())  # the batch serves current adapters only
+        batch = monthly_batch(str(registry), str(out / "batch"), input=str(dev), month="dev") if promoted else {}
+        summary = dev_table(questions, out, dev, trained, batch.get("records_per_second") or 0.0, cascade_share,
                             cascade_budget_usd)
         for qid, row in summary["questions"].items():
             decision = decided.get(qid, {})
             row["decision"] = decision.get("reason") or f"not trained: {trained[qid].get('error')}"
             row["current"] = bool(decision.get("current"))
         first = next(iter(labelled.values()))
+        files = {"label run (votes, labels, diagnostics)": str(labels_dir(out)),
+                 "label diagnostics": str(labels_dir(out) / "report" / "README.md"),
+                 "sources over dev": str(labels_dir(out / "dev")), "adapter registry": str(registry)}
+        if batch:
+            files.update({"dev answers (Parquet)": str(batch["output"]),
+                          "batch report": str(Path(batch["output"]).parent / "report.md")})
         summary.update({"seed_rows": first["seed_rows"], "pool": str(pool), "dev": str(dev),
-                        "dev_records": batch["records"], "records_per_second": batch["records_per_second"] or 0.0,
-                        "cascade_share": cascade_share, "seconds": time.perf_counter() - started,
-                        "files": {"label run (votes, labels, diagnostics)": str(labels_dir(out)),
-                                  "label diagnostics": str(labels_dir(out) / "report" / "README.md"),
-                                  "sources over dev": str(labels_dir(out / "dev")),
-                                  "adapter registry": str(registry), "dev answers (Parquet)": str(batch["output"]),
-                                  "batch report": str(Path(batch["output"]).parent / "report.md"),
-                                  "this report": str(out / "report.md")}})
+                        "dev_records": next(iter(summary["questions"].values()))["records"],
+                        "records_per_second": summary["speed"]["student"]["records_per_second"],
+                        "batch_ran": bool(batch), "cascade_share": cascade_share,
+                        "seconds": time.perf_counter() - started,
+                        "files": {**files, "this report": str(out / "report.md")}})
         (out / "report.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
         plot_f1(summary["questions"], out / "f1.png")
         (out / "report.md").write_text(markdown(summary))

@@ -55,7 +55,10 @@ def markdown(summary: dict[str, Any]) -> str:
              f"Seed: {summary['seed_rows']:,} records of `{summary['pool']}` labelled; students scored "
              f"`{summary['dev']}` ({summary['dev_records']:,} records × {len(rows)} questions"
              + (f", {rate:,.0f} records/s" if rate else ", scored by an earlier run")
-             + f"); wall time {summary['seconds']:.0f} s.", "",
+             + f"); wall time {summary['seconds']:.0f} s."
+             + ("" if summary.get("batch_ran", True) else " No adapter passed the promotion gate, so the monthly "
+                "batch (which serves current adapters only) did not run; the table scores the trained versions."),
+             "",
              f"F1 of the yes class against gold, **every column on the same {summary['dev_records']:,} dev records**: "
              "each source alone (an abstain counts as no), majority vote of the sources, the combined labels (label "
              "model over the dev records' votes), baselines trained on the same seed labels with the student's "

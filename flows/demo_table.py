@@ -91,7 +91,8 @@ def speed_and_cost(questions: list, texts: list[str], student_records_per_second
     student = (1000 / student_records_per_second) * cores * CPU_USD_PER_CORE_HOUR / 3600 \
         if student_records_per_second else None
     return {"student": {"records_per_second": student_records_per_second, "usd_per_1000": student,
-                        "how": f"measured in the batch run on {cores} CPU cores at ${CPU_USD_PER_CORE_HOUR}/core-hour"},
+                        "how": f"measured (all questions in one engine pass) on {cores} CPU cores at "
+                               f"${CPU_USD_PER_CORE_HOUR}/core-hour"},
             "teacher": {"records_per_second": None, "usd_per_1000": 1000 * teacher,
                         "how": f"{TEACHER_PRICE_MODEL} list price x upper token estimate of the prompts of all "
                                f"{len(questions)} questions; records/s not measurable offline (recorded answers)"}}
