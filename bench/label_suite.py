@@ -6,7 +6,7 @@ draws (seed 2) and the Pang & Lee reviews under the frozen polarity rules, none 
 decision rule (label yes the top balance·n records by P(yes), tie groups kept whole). Goal metric per set:
 accuracy, or F1 of the rarer class where it is under 20 % of the records.
 
-    .venv/bin/python bench/label_suite.py --part tune            # ~3 min on 2 cores
+    .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
     .venv/bin/python bench/label_suite.py --part untouched
     .venv/bin/python bench/label_suite.py --part holdout2 --families synthetic,real
 """
@@ -28,13 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelbench.corpora import holdout2_sets, real_sets  # noqa: E402
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
-from labelbench.methods import BASELINES, METHODS, run_method  # noqa: E402
+from labelbench.methods import (BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS,  # noqa: E402
+                                SNORKEL_LR, run_method)
 from labelbench.report import plot, tables  # noqa: E402
 from labelbench.synthetic import CASES, synthetic_set  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
 from stats import accuracy, f1, paired_bootstrap  # noqa: E402
 
 from assay.labeling.metrics import prevalence_labels  # noqa: E402
+from assay.labeling.model.label_model import PRIOR_COUNT  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
 
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
@@ -125,8 +127,8 @@ def main() -> None:
     for bench in tqdm(suite(args.part, args.families.split(","), args.cache, args.rebuild_jigsaw), desc="sets", unit="set"):
         rows.append(score_set(bench, methods, args.balance_from, args.bootstrap))
     config = {**vars(args), "decision_rule": "prevalence_labels(p, balance)", "rare_below": RARE,
-              **{f"methods.{k}": v for k, v in __import__("labelbench.methods", fromlist=["x"]).__dict__.items()
-                 if k.isupper() and isinstance(v, (int, float))}}
+              "snorkel_epochs": SNORKEL_EPOCHS, "snorkel_lr": SNORKEL_LR, "ds_iterations": DS_ITER,
+              "ds_smoothing": DS_SMOOTHING, "label_model_prior_count": PRIOR_COUNT.tolist()}
     header["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
     write_result(out, config, rows, header=header)
     text = tables(rows, args.part)
