@@ -27,6 +27,7 @@ same run. One invocation per depth stays under ~10 minutes on the 2-core machine
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table per engine run here")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine_baselines.json")
     p.add_argument("--plot", type=Path, default=None, help="PNG of the figures (default: --out with .png)")
+    p.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of this existing result file")
     return p.parse_args(argv)
 
 
@@ -219,6 +221,10 @@ def measure(depth: str, k: int, ctx: dict, args: argparse.Namespace) -> dict:
                                 list(scorer.model.adapters.values()), fan)
     row["flops"] = counts
     row["base_flops"] = flops.base_flops(lengths, scorer.model.config)
+    padded = [b.input_ids.shape[1] for b in work.batches(copies=k) for _ in b.indices]  # the engine's batches
+    row["engine_padded_tokens"] = int(sum(padded))
+    row["flops_executed"] = flops.engine_flops(padded, scorer.model.config, scorer.model.arch,
+                                               list(scorer.model.adapters.values()), fan)["total"]
     for clock, seconds in (("wall", wall), ("cpu", cpu)):  # the figures on both clocks
         row[clock] = engine_report.figures(seconds, n, k, counts["total"], row["base_flops"], BASELINES,
                                            ctx["peak"][clock], [p[clock] for p in probes[-args.repeats:]])
@@ -280,6 +286,10 @@ def effective_config(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.replot:
+        results = json.loads(args.replot.read_text())["results"]
+        engine_report.plot(results, args.plot or args.replot.with_suffix(".png"))
+        return results
     if args.repeats < 1 or args.records < 1 or min(args.adapters) < 1:
         raise SystemExit("--repeats, --records and --adapters must be >= 1")
     results = run(args)

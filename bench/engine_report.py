@@ -36,7 +36,7 @@ def figures(seconds: dict[str, list[float]], n: int, k: int, engine_flops: float
         if variant in seconds:  # > 0: the variant takes longer than the engine as shipped
             out[f"{variant}_vs_engine"] = [v / e - 1 for v, e in zip(seconds[variant], seconds["engine"])]
     out["engine_gflops_per_s"] = [engine_flops / t / 1e9 for t in seconds["engine"]]
-    out["mfu"] = [g / peak for g in out["engine_gflops_per_s"]]
+    out["mfu"] = [g / peak for g in out["engine_gflops_per_s"]]  # useful FLOPs (real tokens)
     out["matmul_probe_gflops"] = list(probes)
     out["mfu_vs_probe"] = [g / p for g, p in zip(out["engine_gflops_per_s"], probes)]
     if "base_alone" in seconds:
@@ -135,7 +135,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     depths = list(dict.fromkeys(c["depth"] for c in results["cells"]))
-    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(depths), figsize=(max(7.0, 5.5 * len(depths)), 4.8), squeeze=False)
     for ax, depth in zip(axes[0], depths):
         cells = [c for c in results["cells"] if c["depth"] == depth]
         methods = [m for m in LABELS if m in cells[0]["cpu"]["rqps"]]
@@ -148,8 +148,9 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("adapters")
         ax.set_ylabel("records × questions / CPU second")
         ax.set_title(f"MiniLM, adapters on {depth}")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
