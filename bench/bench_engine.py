@@ -12,16 +12,18 @@ the same max length, dtype (fp32) and torch threads, each method after a warm-up
   (3) PEFT on cached lower layers, (4) one merged model per question, all length-sorted under the
   engine's token budget; (5) the base alone (the floor).
 
-Reported: records x questions per second (median of ``--repeats``, method order rotated per repeat, with
-the min-max spread), the engine's ratio to the strongest of 1-4 (per repeat), max |dP| of every method
-against the engine, the LoRA overhead per adapter against the base alone
-(``(t_engine / t_base - 1) / adapters``), and MFU: the FLOPs the engine must do (``bench/flops.py``, real
-token counts) over its time, against the best ``F.linear`` rate measured at the engine's shapes in the
-same run. One invocation per depth stays under ~10 minutes on the 2-core machine:
+Reported, on process CPU seconds and on the wall-clock: records x questions per second (median of
+``--repeats``, method order rotated per repeat, with the min-max spread), the engine's ratio to the
+strongest of 1-4 (per repeat), max |dP| of every method against the engine, the LoRA overhead per adapter
+against the base alone (``(t_engine / t_base - 1) / adapters``), and MFU: the FLOPs the engine must do
+(``bench/flops.py``, real token counts) over its time, against the best ``F.linear`` rate at the engine's
+shapes measured at the start of the same run and around every engine run. ``--cell-work`` bounds each
+cell's work so one invocation per depth stays near 10 minutes on the 2-core machine when it is quiet:
 
     flock /tmp/assay-bench.lock .venv/bin/python bench/bench_engine.py --depths top1 --threads 1 \\
         --out bench/results/engine_top1.json
     .venv/bin/python bench/bench_engine.py --records 24 --adapters 1 3 --depths top1 --repeats 1   # smoke
+    .venv/bin/python bench/bench_engine.py --replot bench/results/engine_top1.json               # redraw the PNG
 """
 
 from __future__ import annotations
