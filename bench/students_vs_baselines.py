@@ -22,6 +22,7 @@ Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -151,6 +152,23 @@ def baseline_answers(questions, labels: Path, sets: dict, which: list[str], conf
     return out
 
 
+def cached_baselines(path: Path, compute) -> dict:
+    """Baseline answers from ``path`` (.npz, written by an earlier run on the same label run), else computed
+    and saved there."""
+    if path.is_file():
+        flat = np.load(path)
+        out: dict = {}
+        for key in flat.files:
+            method, split, qid = key.split("|")
+            out.setdefault(method, {}).setdefault(split, {})[qid] = flat[key]
+        return out
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"{m}|{sp}|{q}": a for m, splits in out.items() for sp, qs in splits.items()
+                      for q, a in qs.items()})
+    return out
+
+
 def gpt4_answers(sets: dict) -> dict[str, dict]:
     """The recorded GPT-4 answers to is_bad on each split: {split: {"mask": answered, "answers": bool}}."""
     table = pq.read_table(DATA / "teacher_gpt4.parquet", columns=["id", "gpt4_is_bad"])
@@ -204,6 +222,8 @@ def main() -> None:
                         "it fine-tunes and re-embeds per question, minutes each on 2 cores)")
     parser.add_argument("--only", help="comma-separated question ids (default: all seven)")
     parser.add_argument("--fresh", action="store_true", help="relabel everything")
+    parser.add_argument("--baselines-only", action="store_true", help="fit the baselines, save their answers in "
+                        "WORK/baselines-*.npz (a later run reads them) and stop")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
                         "label run: score those adapters instead of training again")
     args = parser.parse_args()
@@ -218,6 +238,13 @@ def main() -> None:
     with torch_threads(args.threads):
         labels = label_run(args.work, questions, args.sample, args.fresh)
         sets = eval_sets(labels, qids)
+        console.print("baselines:")
+        setfit_on = args.setfit_questions.split(",") if args.setfit_questions else None
+        run_key = hashlib.blake2b((labels / "summary.json").read_bytes(), digest_size=6).hexdigest()  # this label run
+        fitted = cached_baselines(args.work / f"baselines-{args.baselines.replace(',', '+')}-{run_key}.npz", lambda: (
+            baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig(), setfit_on)))
+        if args.baselines_only:
+            return
         students, oracles = (reuse(args.work, args.reuse, kind, qids) for kind in ("student", "oracle"))
         if students is None or oracles is None:
             cache = make_cache(resolve_base(questions[0], None), TrainConfig.for_spec(questions[0]))
@@ -228,9 +255,7 @@ def main() -> None:
             gold_dir = oracle_labels(labels, qids, args.work / "labels-oracle", DATA / "train.parquet")
             oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache)
         methods = adapter_answers({"student": students, "oracle": oracles}, sets)
-        console.print("baselines:")
-        methods.update(baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig(),
-                                        args.setfit_questions.split(",") if args.setfit_questions else None))
+        methods.update(fitted)
     results = summarise(methods, sets, qids, gpt4_answers(sets), args.resamples)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["promotion"] = {q: v.manifest["metrics"]["holdout"] for q, v in students.items()}
