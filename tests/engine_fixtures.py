@@ -15,11 +15,15 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
-from transformers import PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
-from assay.schemas.registry import Registry, base_sha256
 from assay.schemas.models import bundled_minilm
+from assay.schemas.registry import Registry, base_sha256
 
 WORDS = ("the a is not you this that comment good bad toxic nice stupid idiot thanks please article "
          "edit page wikipedia talk user hate love kill people").split()
@@ -37,8 +41,12 @@ def one_torch_thread():
 
 def make_adapter(base: Path, out: Path, seed: int, rank: int, target_modules: list[str],
                  layers_to_transform: list[int] | None = None, head: str = "classifier",
-                 alpha: int | None = None, lora_std: float = 0.05, head_std: float = 0.5, **lora_options) -> Path:
+                 alpha: int | None = None, lora_std: float = 0.05, head_std: float = 0.5,
+                 **lora_options) -> Path:
     """Save a PEFT LoRA adapter for ``base`` with random A, B and head (never PEFT's zero B).
+
+    ``head_std`` scales the random head: a real model's hidden states are larger than a random
+    model's, so its parity tests need a smaller head for P(yes) not to saturate at 0 or 1.
 
     ``lora_options`` go to ``LoraConfig`` as they are (``alpha_pattern``, ``use_rslora``, ...).
     """

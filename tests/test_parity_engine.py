@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
+    make_adapter,
+    make_llama_base,
+    minilm,
+    one_torch_thread,
+    peft_probabilities,
+    zeroed_lora_copy,
+)
 
 from assay.engine.scorer import Scorer
-from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
-    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities, zeroed_lora_copy)
 
 TOL = 1e-5
 TEXTS = [

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from engine_fixtures import make_adapter, one_torch_thread, peft_probabilities, zeroed_lora_copy  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
