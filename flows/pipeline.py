@@ -78,20 +78,11 @@ def label_question(question: LoadedQuestion, records: str, run_dir: str, sample:
 
 def write_label_summary(run_dir: str | Path, results: dict[str, dict[str, Any]], seconds: float) -> None:
     """One ``summary.json`` and report index for all questions of the run (each task wrote only its own)."""
-    import json
+    from assay.labeling.pipeline import LabelRunSummary, QuestionSummary, write_summary
 
-    from assay.labeling.pipeline import LabelRunSummary, QuestionSummary
-    from assay.labeling.model.report import write_run_report
-
-    out = labels_dir(run_dir)
-    summary_path = out / "summary.json"
-    previous = json.loads(summary_path.read_text()).get("questions", {}) if summary_path.is_file() else {}
     first = next(iter(results.values()))
-    questions = {**previous, **{qid: r["summary"] for qid, r in results.items()}}
-    run = LabelRunSummary(str(out), first["input"], first["seed_rows"], first["rejected_rows"],
-                          round(seconds, 2), {qid: QuestionSummary(**q) for qid, q in questions.items()})
-    write_run_report(out / "report", run)
-    summary_path.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    write_summary(LabelRunSummary(str(labels_dir(run_dir)), first["input"], first["seed_rows"], first["rejected_rows"],
+                                  round(seconds, 2), {qid: QuestionSummary(**r["summary"]) for qid, r in results.items()}))
 
 
 @flow(name="label")
