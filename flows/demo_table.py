@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assay.labeling.gold import gold_labels
+from assay.labeling.gold import gold_labels, gold_rows
 from assay.labeling.metrics import binary_scores
 
 CPU_USD_PER_CORE_HOUR = 0.05  # on-demand cloud vCPU-hour, order of magnitude (stated in the report)
@@ -27,9 +27,10 @@ TEACHER_OUTPUT_TOKENS = 2  # "yes" / "no"
 
 
 def _gold(path: Path, qid: str, ids: list[str]) -> np.ndarray:
-    gold = gold_labels(path, qid)
-    label_of = dict(zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()))
-    return np.array([bool(label_of[i]) for i in ids])
+    rows, truth = gold_rows(pa.array(ids, pa.string()), gold_labels(path, qid))
+    if len(rows) != len(ids):
+        raise ValueError(f"{path}: {len(ids) - len(rows)} of the {len(ids)} records have no gold label for {qid!r}")
+    return truth
 
 
 def _by_id(table: pa.Table, column: str, ids: list[str], default: Any = 0) -> np.ndarray:

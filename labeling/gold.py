@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -53,3 +54,11 @@ def gold_labels(path: str | Path, question_id: str) -> pa.Table:
         raise ValueError(f"{path}: no gold for {question_id!r}: add a column named {question_id!r} or `label`, or "
                          f"derive it in {path.parent / DERIVED_FILE} (found: {', '.join(table.column_names)})")
     return pa.table({"id": table.column("id").cast(pa.string()), "label": label.cast(pa.int8())})
+
+
+def gold_rows(ids: pa.Array, gold: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in `ids` that have a gold label (`gold`: id, label), and those labels as bools."""
+    lookup = dict(zip(gold.column("id").cast(pa.string()).to_pylist(), gold.column("label").to_pylist()))
+    rows = [(i, lookup[key]) for i, key in enumerate(ids.cast(pa.string()).to_pylist())
+            if lookup.get(key) is not None]
+    return np.array([r for r, _ in rows], dtype=np.int64), np.array([int(v) for _, v in rows], dtype=bool)

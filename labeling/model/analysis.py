@@ -7,9 +7,10 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
+from ..gold import gold_rows
 from ..metrics import binary_scores
 from ..votes import ABSTAIN, NO, YES, VoteMatrix
-from .combine import CombineResult, gold_rows
+from .combine import CombineResult
 
 
 class VoteAnalysis:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from ..gold import gold_rows
 from ..metrics import binary_scores, prevalence_labels
 from ..votes import ABSTAIN, NO, YES, VoteMatrix, vote_matrix
 from .label_model import DawidSkene, outcome_counts
@@ -153,11 +154,15 @@ def _balance_bound(votes: np.ndarray) -> float | None:
     return None
 
 
+def _constant_kind(votes: np.ndarray) -> str:
+    return "never votes" if (votes == ABSTAIN).all() else "gives the same vote on every record"
+
+
 def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelModelFit:
     """The label model on the informative sources (constant ones dropped), degenerate input and collapse handled."""
     constant = _constant(matrix)
-    warnings = [f"source {name} {'never votes' if (matrix.votes[:, j] == ABSTAIN).all() else 'gives the same vote on every record'}"
-                ": it carries no information and is left out" for j, name in enumerate(matrix.sources) if constant[j]]
+    warnings = [f"source {name} {_constant_kind(matrix.votes[:, j])}: it carries no information and is left out"
+                for j, name in enumerate(matrix.sources) if constant[j]]
     informative = ~constant
     if informative.sum() < 2:
         fit = _degenerate(matrix, informative, balance)
@@ -254,10 +259,3 @@ def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table |
         warnings=fit.warnings + ([fit.fallback] if fit.fallback else []),
     )
 
-
-def gold_rows(ids: pa.Array, gold: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in `ids` that have a gold label (`gold`: id, label), and those labels as bools."""
-    lookup = dict(zip(gold.column("id").cast(pa.string()).to_pylist(), gold.column("label").to_pylist()))
-    rows = [(i, lookup[key]) for i, key in enumerate(ids.cast(pa.string()).to_pylist())
-            if lookup.get(key) is not None]
-    return np.array([r for r, _ in rows], dtype=np.int64), np.array([int(v) for _, v in rows], dtype=bool)

@@ -72,7 +72,7 @@ class DawidSkene:
     below_chance: np.ndarray | None = field(default=None, init=False)  # (m,): the data pushed it below chance
     iterations: int = field(default=0, init=False)
 
-    def fit(self, counts: np.ndarray) -> "DawidSkene":
+    def fit(self, counts: np.ndarray) -> DawidSkene:
         """Estimate the class prior and per-source outcome distributions from `outcome_counts(...)`."""
         m = counts.shape[1] // 3
         self.weights = dependency_weights(counts)
@@ -106,7 +106,8 @@ class DawidSkene:
         per_source = counts.reshape(len(counts), m, 3) * self.weights[None, :, None]
         yes, no = per_source[..., OUT_YES].sum(axis=1), per_source[..., OUT_NO].sum(axis=1)
         posterior = (yes + 0.5) / (yes + no + 1.0)  # majority-vote start, 0.5 where nobody voted
-        for self.iterations in range(1, self.max_iter + 1):
+        for iteration in range(1, self.max_iter + 1):
+            self.iterations = iteration
             self._m_step(counts, posterior, m)
             updated = self.predict_proba(counts)
             change = float(np.max(np.abs(updated - posterior))) if len(updated) else 0.0

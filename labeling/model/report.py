@@ -7,9 +7,10 @@ import pyarrow as pa
 
 from assay.schemas.questions import QuestionSpec
 
+from ..gold import gold_rows
 from ..votes import VoteMatrix
 from .analysis import VoteAnalysis
-from .combine import CombineResult, gold_rows
+from .combine import CombineResult
 
 
 def _plot_agreement(path, sources: list[str], agreement: np.ndarray, title: str) -> None:

@@ -79,7 +79,7 @@ class TextEmbedder:
             self._vectors = dict(zip(cached.column("key").to_pylist(), matrix))
 
     @property
-    def model(self) -> "SentenceEncoder":
+    def model(self) -> SentenceEncoder:
         """The encoder, loaded on first use."""
         if self._model is None:
             self._model = SentenceEncoder(self.model_path)

@@ -22,6 +22,7 @@ from assay.schemas.questions import LlmSource, looks_like_key
 from .errors import LlmTeacherError
 from .residency import Guard
 
+
 def check_key_name(source: LlmSource) -> None:
     """LlmTeacherError (which never shows the value) when `api_key_env` holds something shaped like a key."""
     if not source.api_key_file and looks_like_key(source.api_key_env):
