@@ -16,7 +16,7 @@ from assay.flows.cli import app
 from assay.labeling.pipeline import label_questions
 from assay.schemas import load_questions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JIGSAW = ROOT / "examples" / "data" / "jigsaw"
 EXAMPLES = [{"text": "You are a pathetic idiot.", "answer": True}, {"text": "fuck off", "answer": True},
             {"text": "Thanks for fixing the references.", "answer": False},

@@ -16,7 +16,7 @@ from prefect.settings import PREFECT_API_URL
 
 from assay.flows import events
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from assay.flows.cli import app
 from assay.schemas import QuestionSpecError, json_schema, load_questions, select
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JIGSAW = ROOT / "examples" / "questions" / "jigsaw"
 runner = CliRunner()
 

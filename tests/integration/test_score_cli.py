@@ -23,7 +23,7 @@ from assay.flows.cli import app
 from assay.schemas.output import RunMetadata
 from engine_fixtures import make_adapter, make_llama_base, one_torch_thread, publish  # noqa: F401
 
-DEV = Path(__file__).resolve().parents[1] / "examples" / "data" / "jigsaw" / "dev.parquet"
+DEV = Path(__file__).resolve().parents[2] / "examples" / "data" / "jigsaw" / "dev.parquet"
 runner = CliRunner()
 
 

@@ -250,7 +250,7 @@ def test_triton_interpreted_matches_torch():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-k", "test_interp_",
          "-p", "no:cacheprovider"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+        env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
