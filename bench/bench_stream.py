@@ -45,9 +45,9 @@ from engine_fixtures import minilm  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 from kafka_broker import KafkaBroker  # noqa: E402
 
-from assay.schemas.registry import Registry  # noqa: E402
 from assay.engine.scorer import Scorer  # noqa: E402
 from assay.engine.stream import StreamConfig, consume, produce  # noqa: E402
+from assay.schemas.registry import Registry  # noqa: E402
 
 console = Console()
 

@@ -22,8 +22,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from assay.distill.data import load_question_data  # noqa: E402
-from assay.distill.evaluate import (_holdout_ids, binary_metrics, gold_set, holdout_set,  # noqa: E402
-                                    prevalence_threshold, score_versions, soft_f1_threshold)
+from assay.distill.evaluate import (  # noqa: E402
+    _holdout_ids,
+    binary_metrics,
+    gold_set,
+    holdout_set,
+    prevalence_threshold,
+    score_versions,
+    soft_f1_threshold,
+)
 from assay.schemas.registry import Registry  # noqa: E402
 
 RULES = {

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assay.labeling.model import VoteAnalysis, combine  # noqa: E402
 from assay.labeling.gold import gold_labels  # noqa: E402
+from assay.labeling.model import VoteAnalysis, combine  # noqa: E402
 from assay.labeling.pipeline import label_questions  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
 from assay.schemas import load_questions  # noqa: E402

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelbench.corpora import holdout2_sets, real_sets  # noqa: E402
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
-from labelbench.methods import (BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS,  # noqa: E402
-                                SNORKEL_LR, run_method)
+from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
 from labelbench.report import plot, tables  # noqa: E402
 from labelbench.synthetic import CASES, synthetic_set  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
@@ -82,9 +81,9 @@ def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int)
 
 
 def _balance(matrix, balance_from: str) -> float:
-    from assay.labeling.model.combine import combine
-
     from labelbench.v0 import v0_combine
+
+    from assay.labeling.model.combine import combine
 
     if balance_from == "assay_v0":
         return float(v0_combine(matrix.votes, matrix.conf)[2])

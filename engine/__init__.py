@@ -15,7 +15,8 @@ _EXPORTS = {
     "ResumeError": "run", "RunSummary": "run", "score_files": "run",
     "Scorer": "scorer",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["AdapterError", "LoraAdapter", "MultiLoraModel", "ResumeError", "RunSummary", "Scorer", "load_adapter",
+           "score_files"]
 
 if TYPE_CHECKING:
     from .adapters import AdapterError, LoraAdapter, load_adapter

@@ -132,7 +132,7 @@ class MultiLoraModel:
             last.mlp.register_forward_hook(self._scatter_pooled)
 
     @classmethod
-    def load(cls, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> "MultiLoraModel":
+    def load(cls, base_path: str | Path, device: str = "cpu", share_lower: bool = True) -> MultiLoraModel:
         """Load a base model folder once: fp32 on CPU, bf16 on CUDA."""
         dtype = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
         verbosity = transformers.logging.get_verbosity()

@@ -53,7 +53,7 @@ class Scorer:
     @classmethod
     def from_registry(cls, registry: Registry | str | Path, questions: Sequence[str] | None = None, device: str = "cpu",
                       batch_tokens: int = DEFAULT_BATCH_TOKENS, base: str | Path | None = None,
-                      max_length: int | None = None, share_lower: bool = True) -> "Scorer":
+                      max_length: int | None = None, share_lower: bool = True) -> Scorer:
         """Load the current adapter of each question (all, or ``questions``) from a registry.
 
         ``registry`` is an ``assay.schemas.registry.Registry`` or its root folder. The base is

@@ -9,7 +9,7 @@ A re-run of the same month resumes the scoring (the engine's resumable part file
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from assay.flows import events, report
 
 def this_month() -> str:
     """The current month as ``YYYY-MM`` (UTC)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m")
+    return datetime.now(UTC).strftime("%Y-%m")
 
 
 @task(name="score-snapshot", retries=2, retry_delay_seconds=60)

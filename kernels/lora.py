@@ -83,7 +83,7 @@ class LoraStack:
         scales: list[float],
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-    ) -> "LoraStack":
+    ) -> LoraStack:
         """Stack ``(A_i [in, r_i], B_i [r_i, out])`` pairs, zero-padding every rank to ``max r_i``.
 
         ``dtype``/``device`` default to those of the first ``A``.
@@ -161,7 +161,7 @@ class Segments:
         return self.adapter.numel()
 
     @classmethod
-    def from_row_adapters(cls, row_adapter: torch.Tensor) -> "Segments":
+    def from_row_adapters(cls, row_adapter: torch.Tensor) -> Segments:
         """Run-length encode a per-row adapter id vector (``-1`` = no adapter) into segments."""
         if row_adapter.dim() != 1 or row_adapter.is_floating_point():
             raise ValueError(f"Segments.from_row_adapters: need a 1-D integer tensor, got "

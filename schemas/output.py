@@ -28,7 +28,7 @@ class RunMetadata:
         return json.dumps({**asdict(self), "adapters": dict(self.adapters)}, sort_keys=True).encode()
 
     @classmethod
-    def from_schema(cls, schema: pa.Schema) -> "RunMetadata":
+    def from_schema(cls, schema: pa.Schema) -> RunMetadata:
         """Read it back from a file's schema (`pq.read_schema(path)`)."""
         return cls(**json.loads((schema.metadata or {})[METADATA_KEY]))
 

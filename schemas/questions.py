@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -144,7 +144,7 @@ class RulesSource(_Source):
         return patterns
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "RulesSource":
+    def _not_empty(self) -> RulesSource:
         if not (self.yes_keywords or self.no_keywords or self.yes_patterns or self.no_patterns):
             raise ValueError("a rules source needs at least one keyword or pattern")
         return self
@@ -174,7 +174,7 @@ class LabelsFileSource(_Source):
 
 
 Source = Annotated[
-    Union[LlmSource, LocalLlmSource, RulesSource, EmbeddingSource, LabelsFileSource],
+    LlmSource | LocalLlmSource | RulesSource | EmbeddingSource | LabelsFileSource,
     Field(discriminator="kind"),
 ]
 SOURCE_KINDS = ("llm", "local_llm", "rules", "embedding", "labels_file")
@@ -232,7 +232,7 @@ class QuestionSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _name_sources(self) -> "QuestionSpec":
+    def _name_sources(self) -> QuestionSpec:
         seen: dict[str, int] = {}
         for source in self.sources:
             base = source.name or source.kind

@@ -6,7 +6,6 @@
 from collections.abc import Iterator
 
 import pytest
-
 from kafka_broker import KafkaBroker, KafkaBrokerError
 
 

@@ -61,10 +61,9 @@ def dawid_skene(matrix: VoteMatrix, balance: float) -> np.ndarray:
 
 
 def _hyper_net():
+    import hyperlm
     import torch
     from hyperlm.hyper_label_model import LELAGNN
-
-    import hyperlm
 
     checkpoint = torch.load(f"{hyperlm.__path__[0]}/checkpoint.pt", map_location="cpu", weights_only=False)
     net = LELAGNN()

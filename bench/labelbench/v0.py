@@ -43,11 +43,11 @@ class DawidSkene:
     theta: np.ndarray | None = field(default=None, init=False)  # (m, 2, 3): P(outcome | class)
     iterations: int = field(default=0, init=False)
 
-    def fit(self, counts: np.ndarray) -> "DawidSkene":
+    def fit(self, counts: np.ndarray) -> DawidSkene:
         """Estimate the class prior and per-source outcome distributions from `outcome_counts(...)`."""
         m = counts.shape[1] // 3
         posterior = self._start(counts, m)
-        for self.iterations in range(1, self.max_iter + 1):
+        for self.iterations in range(1, self.max_iter + 1):  # noqa: B020 (the old combiner, kept verbatim)
             self._m_step(counts, posterior, m)
             updated = self.predict_proba(counts)
             change = float(np.max(np.abs(updated - posterior))) if len(updated) else 0.0

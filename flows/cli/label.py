@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from assay.schemas import QuestionSpecError, RecordsError, load_questions, select, write_parquet_atomic
-
 from assay.labeling.model.combine import METHODS, combine
+from assay.schemas import QuestionSpecError, RecordsError, load_questions, select, write_parquet_atomic
 
 console = Console()
 
@@ -37,7 +36,7 @@ def label(questions: Path = typer.Option(..., "--questions", help="Folder of que
                                   gold_path=gold, budget_usd=budget_usd, progress=not quiet)
     except (QuestionSpecError, RecordsError, ValueError, RuntimeError) as error:  # RuntimeError: a teacher
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table(title=f"Labelled {summary.seed_rows:,} records in {summary.seconds:.1f}s → {out}")
     for column in ("question", "method", "est. P(yes)", "threshold", "labelled yes", "gold F1", "majority F1"):
         table.add_column(column, justify="left" if column in ("question", "method") else "right")
@@ -77,7 +76,7 @@ def combine_command(votes: Path = typer.Argument(..., help="Votes Parquet: id + 
         result = combine(table, method=method, gold=gold_table, class_balance=class_balance)
     except (OSError, ValueError) as error:
         console.print(f"[red]error:[/red] {votes}: {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     write_parquet_atomic(result.probs, out)
     labels = result.probs.column("label").to_numpy()
     console.print(f"{result.probs.num_rows:,} records → {out}: method [bold]{result.method}[/bold] ({result.reason}); "

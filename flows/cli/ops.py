@@ -31,9 +31,8 @@ def onboard(question_file: Path = typer.Argument(..., exists=True, dir_okay=Fals
             fresh: bool = typer.Option(False, "--fresh", help="Redo every step, even when its inputs are unchanged."),
             ) -> None:
     """Label, train, evaluate and (if it passes) promote ONE question; running consumers pick it up."""
-    from assay.schemas import QuestionSpecError
-
     from assay.flows.pipeline import onboard_question
+    from assay.schemas import QuestionSpecError
 
     try:
         result = onboard_question(str(question_file), str(records), str(registry), str(run_dir),

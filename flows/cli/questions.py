@@ -28,7 +28,7 @@ def validate(folder: Path = typer.Argument(..., help="Folder of question YAML fi
         for problem in error.problems:
             console.print(f"[red]✗[/red] {problem}", highlight=False, soft_wrap=True)
         console.print(f"[red]{len(error.problems)} problem(s)[/red] in {folder}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"[green]✓[/green] {len(loaded)} question(s) valid in {folder}")
 
 
@@ -39,7 +39,7 @@ def list_questions(folder: Path = typer.Argument(..., help="Folder of question Y
         loaded = load_questions(folder)
     except QuestionSpecError as error:
         console.print(str(error), highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table(title=f"Questions in {folder}")
     for column in ("id", "version", "question", "sources", "file"):
         table.add_column(column)

@@ -30,11 +30,10 @@ def score(
     """Score every record against each question's current adapter: P(yes) and the yes/no answer."""
     import torch
 
-    from assay.schemas.records import RecordsError
-
     from assay.engine.adapters import AdapterError
     from assay.engine.run import ResumeError, score_files
     from assay.engine.scorer import Scorer
+    from assay.schemas.records import RecordsError
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")
@@ -51,7 +50,7 @@ def score(
         summary = score_files(scorer, input_path, output, file_rows=file_rows)
     except (AdapterError, ResumeError, RecordsError, KeyError, ValueError) as error:
         console.print(f"[red]✗[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     table = Table(title=f"assay score → {summary.output}", show_header=False)
     rate = summary.records_per_second
     for name, value in [

@@ -150,10 +150,9 @@ def train(
                                               "held-out F1 on the soft labels)."),
 ) -> None:
     """Distil one LoRA adapter per question from the label run, evaluate it, promote it if good enough."""
-    from assay.schemas.loader import QuestionSpecError, load_questions
-
     from assay.distill.data import LabelsError
     from assay.distill.train import train_questions
+    from assay.schemas.loader import QuestionSpecError, load_questions
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter(f"--device must be cpu or cuda, not {device!r}")

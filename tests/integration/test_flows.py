@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -12,15 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from engine_fixtures import WORDS, make_adapter, make_llama_base
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
 
-from assay.schemas.registry import Registry, base_sha256
 from assay.engine.scorer import Scorer
 from assay.flows import events, report
 from assay.flows.batch import monthly_batch
 from assay.flows.watch import STATE_FILE, scan_questions
-from engine_fixtures import WORDS, make_adapter, make_llama_base
+from assay.schemas.registry import Registry, base_sha256
 
 QUESTION = """\
 id: {qid}
@@ -34,13 +35,13 @@ sources:
 
 def server_events(prefix: str, since: float, expect: int, timeout: float = 30.0) -> list:
     """Events named ``prefix*`` that reached the API since ``since`` (the server persists them in batches)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from prefect.client.orchestration import get_client
 
     EventsWorker.drain_all()
     wanted = EventFilter(event=EventNameFilter(prefix=[prefix]),
-                         occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, timezone.utc)))
+                         occurred=EventOccurredFilter(since=datetime.fromtimestamp(since, UTC)))
     deadline = time.time() + timeout
     with get_client(sync_client=True) as client:
         while True:

@@ -16,12 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from engine_fixtures import make_adapter, make_llama_base, one_torch_thread, publish  # noqa: F401
 from typer.testing import CliRunner
 
 from assay.engine.scorer import Scorer
 from assay.flows.cli import app
 from assay.schemas.output import RunMetadata
-from engine_fixtures import make_adapter, make_llama_base, one_torch_thread, publish  # noqa: F401
 
 DEV = Path(__file__).resolve().parents[2] / "examples" / "data" / "jigsaw" / "dev.parquet"
 runner = CliRunner()

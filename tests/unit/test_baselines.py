@@ -16,7 +16,7 @@ def records(n: int, seed: int, name: str = "is_bad") -> QuestionData:
     """Texts where 'idiot' makes a yes; soft labels 0.9 / 0.1 with a few flipped (noisy labels)."""
     rng = np.random.default_rng(seed)
     texts, p_yes = [], []
-    for k in range(n):
+    for _ in range(n):
         bad = rng.random() < 0.25
         words = list(rng.choice(WORDS, size=6)) + (["idiot"] if bad else [])
         texts.append(" ".join(rng.permutation(words)))

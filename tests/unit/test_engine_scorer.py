@@ -14,14 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from engine_fixtures import make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities, publish  # noqa: F401  (one_torch_thread: autouse)
 
-from assay.schemas.registry import Registry, RegistryError
 from assay.engine import scorer as scorer_module
 from assay.engine.adapters import AdapterError
 from assay.engine.scorer import Scorer
 from assay.schemas.output import RunMetadata, output_schema
-from engine_fixtures import (  # noqa: F401  (one_torch_thread: autouse)
-    make_adapter, make_llama_base, minilm, one_torch_thread, peft_probabilities, publish)
+from assay.schemas.registry import Registry, RegistryError
 
 TEXTS = ["you stupid idiot", "thanks for the good edit please", "hate " * 80, "the", "", "love people"]
 ADAPTERS = {  # name -> (rank, targets, layers)

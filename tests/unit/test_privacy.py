@@ -13,8 +13,7 @@ from assay.labeling.teacher.audit import sha256
 from assay.labeling.teacher.masking import Masker
 from assay.labeling.teacher.residency import ResidencyError, check_endpoint
 from assay.labeling.teacher.settings import Settings
-from assay.schemas.questions import looks_like_key
-from assay.schemas.questions import LlmSource, QuestionSpec
+from assay.schemas.questions import LlmSource, QuestionSpec, looks_like_key
 
 SPEC = QuestionSpec(id="is_rude", version=1, question="Is this comment rude?",
                     sources=[{"kind": "rules", "yes_keywords": ["idiot"]}])

@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from engine_fixtures import make_adapter, make_llama_base
 from typer.testing import CliRunner
 
-from assay.schemas.registry import Registry, RegistryError, base_sha256
 from assay.flows.cli import app
-from engine_fixtures import make_adapter, make_llama_base
+from assay.schemas.registry import Registry, RegistryError, base_sha256
 
 TARGETS = ["q_proj", "v_proj"]
 
