@@ -49,7 +49,7 @@ class TrainConfig:
     threads: int | None = None
 
     @classmethod
-    def for_spec(cls, loaded: LoadedQuestion, **overrides: Any) -> "TrainConfig":
+    def for_spec(cls, loaded: LoadedQuestion, **overrides: Any) -> TrainConfig:
         """Defaults, then the question's ``training:`` block, then explicit overrides (None = unset)."""
         training = loaded.spec.training
         values: dict[str, Any] = {"lora_rank": training.lora_rank, "lora_alpha": training.lora_alpha,

@@ -39,7 +39,7 @@ class QuestionData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: np.ndarray) -> "QuestionData":
+    def subset(self, index: np.ndarray) -> QuestionData:
         return QuestionData(self.question_id, [self.ids[i] for i in index], [self.texts[i] for i in index],
                             self.p_yes[index], self.label[index])
 

@@ -9,13 +9,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from assay.distill.evaluate import (binary_metrics, evaluate, expected_calibration_error, prevalence_threshold,
-                                    promote_if_better, reliability_plot, roc_auc, soft_f1_threshold)
-from assay.schemas.registry import Registry, base_sha256
-from assay.distill.train import choose_threshold
 from engine_fixtures import make_adapter, make_llama_base
 from test_train import make_texts, spec, write_labels
+
+from assay.distill.evaluate import (
+    binary_metrics,
+    evaluate,
+    expected_calibration_error,
+    prevalence_threshold,
+    promote_if_better,
+    reliability_plot,
+    roc_auc,
+    soft_f1_threshold,
+)
+from assay.distill.train import choose_threshold
+from assay.schemas.registry import Registry, base_sha256
 
 
 def test_threshold_maximises_f1_on_soft_labels():

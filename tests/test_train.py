@@ -10,19 +10,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from engine_fixtures import WORDS, make_llama_base, minilm, peft_probabilities
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
+from assay.distill.base import TrainConfig, load_base, lora_config, make_cache, quantization_config
 from assay.distill.cache import upper_layers_only
 from assay.distill.data import LabelsError, load_question_data, split_holdout
-from assay.schemas.registry import Registry
-from assay.distill.base import TrainConfig, load_base, lora_config, make_cache, quantization_config
 from assay.distill.train import _forward, train_question, train_questions
 from assay.flows.cli import app
 from assay.schemas.loader import LoadedQuestion
 from assay.schemas.questions import QuestionSpec
-from engine_fixtures import WORDS, make_llama_base, minilm, peft_probabilities
+from assay.schemas.registry import Registry
 
 BAD = {"idiot", "kill"}
 TINY = {"max_length": 32, "epochs": 3, "batch_size": 16, "learning_rate": 1e-2, "top_layers": 1, "lora_rank": 4,
