@@ -214,6 +214,9 @@ sources:
 training:
   base_model: {base}
   epochs: 2
+promotion:  # a 200-record seed: too few held-out positives for the default gate (tested in test_evaluate.py)
+  min_holdout_positives: 10
+  beat_baseline: false
 """
 
 

@@ -187,8 +187,8 @@ def test_endpoint_down_stops_the_run_instead_of_retrying_every_record(tmp_path):
         port = probe.getsockname()[1]  # closed again: nothing listens there
     src = LlmSource(kind="llm", name="gpt", base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=KEY_ENV)
     one = LlmTeacher(SPEC, src, tmp_path, Settings(**FAST, max_retries=1, concurrency=2), progress=False)
-    start = time.monotonic()
-    with pytest.raises(LlmTeacherError, match="failed 3 records in a row .*is the endpoint up"):
+    start = time.monotonic()  # it halts at 3 failures in a row; the second worker may finish one more in flight
+    with pytest.raises(LlmTeacherError, match="failed [34] records in a row .*is the endpoint up"):
         one.vote(*texts(200))
     assert time.monotonic() - start < 10
 
