@@ -29,12 +29,12 @@ from assay.distill.evaluate import (  # noqa: E402
     holdout_set,
     prevalence_threshold,
     score_versions,
-    soft_f1_threshold,
 )
+from assay.labeling.metrics import f1_threshold  # noqa: E402
 from assay.schemas.registry import Registry  # noqa: E402
 
 RULES = {
-    "f1 (soft labels)": lambda p, soft, prevalence: soft_f1_threshold(p, soft),
+    "f1 (soft labels)": lambda p, soft, prevalence: f1_threshold(p, soft),
     "prevalence (all labels)": lambda p, soft, prevalence: prevalence_threshold(p, prevalence),
     "prevalence (hold-out labels)": lambda p, soft, prevalence: prevalence_threshold(p, float(soft.mean())),
 }

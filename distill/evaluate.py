@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
-from assay.labeling.metrics import precision_recall_f1
+from assay.labeling.metrics import f1_threshold, precision_recall_f1
 from assay.schemas.questions import Promotion, QuestionSpec
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
@@ -34,18 +34,6 @@ class Decision:
 
     promoted: bool
     reason: str
-
-
-def soft_f1_threshold(p: np.ndarray, soft: np.ndarray) -> float:
-    """Threshold on ``p`` maximising F1 against soft labels (expected TP = sum of P(yes) above it)."""
-    order = np.argsort(-p, kind="stable")
-    ps, ys = p[order], soft[order].astype(np.float64)
-    tp, fp = np.cumsum(ys), np.cumsum(1 - ys)
-    f1 = 2 * tp / np.maximum(2 * tp + fp + (ys.sum() - tp), 1e-12)
-    last = np.flatnonzero(np.r_[ps[1:] != ps[:-1], True])  # cut only between distinct scores
-    k = last[np.argmax(f1[last])]
-    below = ps[k + 1] if k + 1 < len(ps) else 0.0
-    return float((ps[k] + below) / 2)
 
 
 def prevalence_threshold(p: np.ndarray, rate: float) -> float:
@@ -245,7 +233,7 @@ def evaluate_gold(versions: Sequence[AdapterVersion], gold_path: str | Path, reg
         s = sets[version.question_id]
         where = dict(zip(texts, scores[(version.question_id, version.version)]))
         p = np.array([where[t] for t in s.texts], dtype=np.float32)
-        best = soft_f1_threshold(p, s.label.astype(np.float64))  # diagnostic only: how good the ranking is
+        best = f1_threshold(p, s.label.astype(np.float64))  # diagnostic only: how good the ranking is
         out[version.question_id] = {"gold": {**binary_metrics(p, s.label, version.threshold), "path": str(gold_path),
                                              "best_threshold": best,
                                              "best_threshold_f1": binary_metrics(p, s.label, best)["f1"]}}

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from assay.engine.model import architecture
+from assay.labeling.metrics import f1_threshold
 from assay.labeling.pipeline import read_question_summaries
 from assay.schemas.loader import LoadedQuestion
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError, base_sha256
@@ -43,7 +44,6 @@ from .evaluate import (
     prevalence_threshold,
     promote_if_better,
     reliability_plot,
-    soft_f1_threshold,
 )
 
 
@@ -158,7 +158,7 @@ def choose_threshold(p_hold: np.ndarray, soft_hold: np.ndarray, prevalence: floa
     if rule == "prevalence":
         return prevalence_threshold(p_hold, prevalence)
     if rule == "f1":
-        return soft_f1_threshold(p_hold, soft_hold)
+        return f1_threshold(p_hold, soft_hold)
     raise ValueError(f"threshold_rule must be 'prevalence' or 'f1', not {rule!r}")
 
 

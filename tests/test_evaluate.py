@@ -20,20 +20,20 @@ from assay.distill.evaluate import (
     promote_if_better,
     reliability_plot,
     roc_auc,
-    soft_f1_threshold,
 )
 from assay.distill.train import choose_threshold
+from assay.labeling.metrics import f1_threshold
 from assay.schemas.registry import Registry, base_sha256
 
 
 def test_threshold_maximises_f1_on_soft_labels():
     p = np.array([0.9, 0.8, 0.3, 0.1])
-    assert soft_f1_threshold(p, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.55)
-    assert soft_f1_threshold(p, np.array([1.0, 0.0, 0.0, 0.0])) == pytest.approx(0.85)
+    assert f1_threshold(p, np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(0.55)
+    assert f1_threshold(p, np.array([1.0, 0.0, 0.0, 0.0])) == pytest.approx(0.85)
     # soft labels: a 0.6-probable yes at 0.3 is worth taking in, a 0.05 one at 0.1 is not
-    assert soft_f1_threshold(p, np.array([0.95, 0.9, 0.6, 0.05])) == pytest.approx(0.2)
+    assert f1_threshold(p, np.array([0.95, 0.9, 0.6, 0.05])) == pytest.approx(0.2)
     ties = np.array([0.7, 0.7, 0.2])
-    assert soft_f1_threshold(ties, np.array([1.0, 0.0, 0.0])) == pytest.approx(0.45)
+    assert f1_threshold(ties, np.array([1.0, 0.0, 0.0])) == pytest.approx(0.45)
 
 
 def test_prevalence_threshold_says_yes_to_the_estimated_share():
