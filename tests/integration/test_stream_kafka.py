@@ -202,9 +202,9 @@ def _assigned(log: Path) -> list[int]:
 def _wait_until(condition, what: str, logs: list[Path], procs, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert all(p.poll() is None for p in procs), "a consumer exited:\n" + "\n".join(
-            log.read_text()[-2000:] for log in logs)
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        tails = "\n".join(f"--- {log.name}:\n{log.read_text()[-2000:]}" for log in logs)
+        assert all(p.poll() is None for p in procs), "a consumer exited:\n" + tails
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s:\n{tails}"
         time.sleep(0.1)
 
 
