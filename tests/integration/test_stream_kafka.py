@@ -199,12 +199,15 @@ def _assigned(log: Path) -> list[int]:
             if ": assigned;" in line for part in line.split() if part.startswith("p") and part.endswith(":")]
 
 
+def _tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {log.name}:\n{log.read_text()[-2000:]}" for log in logs)
+
+
 def _wait_until(condition, what: str, logs: list[Path], procs, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        tails = "\n".join(f"--- {log.name}:\n{log.read_text()[-2000:]}" for log in logs)
-        assert all(p.poll() is None for p in procs), "a consumer exited:\n" + tails
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s:\n{tails}"
+        assert all(p.poll() is None for p in procs), "a consumer exited:\n" + _tails(logs)
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s:\n{_tails(logs)}"
         time.sleep(0.1)
 
 
