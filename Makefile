@@ -8,6 +8,9 @@ KAFKA_PORT ?= 9092
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# The repository's bare `kernels/` folder must not shadow PyPI's `kernels` (transformers imports it):
+# never put the working directory on sys.path, in `python -m pytest` or in any subprocess.
+export PYTHONSAFEPATH := 1
 
 .PHONY: demo demo-fresh test test-unit lint test-slow install kafka-up kafka-down clean
 
