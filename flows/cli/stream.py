@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-if TYPE_CHECKING:  # importing assay.engine loads torch: only when a command runs, not for `assay --help`
+from assay.engine.stream.config import StreamConfig  # the settings alone: no torch, no kafka
+
+if TYPE_CHECKING:  # importing the service loads torch: only when a command runs, not for `assay --help`
     from assay.engine.stream import ConsumeSummary, StreamConfigError
 
 console = Console(stderr=True)
+_DEFAULTS = {field.name: field.default for field in fields(StreamConfig)}
+
+
+def _setting(flag: str, name: str, help: str) -> Any:
+    """An optional `consume` setting whose --help shows StreamConfig's default (None: the setting is not given)."""
+    return typer.Option(None, flag, help=help, show_default=str(_DEFAULTS[name]))
 
 
 def consume(
@@ -28,31 +37,30 @@ def consume(
                                            help="Folder for bad messages (default OUTPUT/_dead_letters), "
                                                 "or kafka:TOPIC."),
     questions: str | None = typer.Option(None, "--questions", help="Comma-separated question ids (default: all)."),
-    batch_records: int | None = typer.Option(None, "--batch-records", help="Records per micro-batch (at most)."),
-    batch_seconds: float | None = typer.Option(None, "--batch-seconds",
-                                               help="Cut a micro-batch after this many seconds, even if not full."),
-    max_in_flight: int | None = typer.Option(None, "--max-in-flight",
-                                             help="Micro-batches scored/written at once; beyond, fetching pauses."),
-    reload_seconds: float | None = typer.Option(None, "--reload-seconds",
-                                                help="Check the registry for newly promoted adapters this often."),
+    batch_records: int | None = _setting("--batch-records", "batch_records", "Records per micro-batch (at most)."),
+    batch_seconds: float | None = _setting("--batch-seconds", "batch_seconds",
+                                           "Cut a micro-batch after this many seconds, even if not full."),
+    max_in_flight: int | None = _setting("--max-in-flight", "max_in_flight",
+                                         "Micro-batches scored/written at once; beyond, fetching pauses."),
+    reload_seconds: float | None = _setting("--reload-seconds", "reload_seconds",
+                                            "Check the registry for newly promoted adapters this often."),
     metrics_port: int | None = typer.Option(None, "--metrics-port",
                                             help="Serve Prometheus metrics on this port (/metrics)."),
-    log_seconds: float | None = typer.Option(None, "--log-seconds", help="One status line this often."),
-    max_text_chars: int | None = typer.Option(None, "--max-text-chars", help="Longer texts go to the dead letters."),
-    session_timeout: float | None = typer.Option(None, "--session-timeout",
-                                                 help="Seconds before the group gives a dead member's partitions "
-                                                      "away."),
+    log_seconds: float | None = _setting("--log-seconds", "log_seconds", "One status line this often."),
+    max_text_chars: int | None = _setting("--max-text-chars", "max_text_chars", "Longer texts go to the dead letters."),
+    session_timeout: float | None = _setting("--session-timeout", "session_timeout_s",
+                                             "Seconds before the group gives a dead member's partitions away."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
     """Score a Kafka topic's messages into Parquet, exactly once, as a member of a consumer group.
 
-    Settings not given take StreamConfig's defaults (listed in docs/streaming.md).
+    Settings not given take StreamConfig's defaults (shown below; docs/streaming.md says what each does).
     """
     from kafka.errors import KafkaError
 
     from assay.engine.adapters import AdapterError
     from assay.engine.scorer import Scorer
-    from assay.engine.stream import StreamConfig, StreamConfigError
+    from assay.engine.stream import StreamConfigError
     from assay.engine.stream import consume as run_consume
     from assay.schemas.registry import RegistryError
 

@@ -86,3 +86,15 @@ def test_cli_checks_settings_before_loading_anything(cli, tmp_path, option, valu
     result = CliRunner().invoke(cli, _consume(tmp_path, option, value))  # the registry is empty: never read
     assert result.exit_code == 2 and f"'{option}'" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_help_shows_stream_config_defaults(cli):
+    result = CliRunner().invoke(cli, ["consume", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    config = StreamConfig(**REQUIRED)
+    for option, name in [("--batch-records", "batch_records"), ("--batch-seconds", "batch_seconds"),
+                         ("--max-in-flight", "max_in_flight"), ("--reload-seconds", "reload_seconds"),
+                         ("--log-seconds", "log_seconds"), ("--max-text-chars", "max_text_chars"),
+                         ("--session-timeout", "session_timeout_s")]:
+        line = next(line for line in result.output.splitlines() if option in line)
+        assert f"[default: ({getattr(config, name)})]" in line, line
