@@ -247,8 +247,9 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
 
 
 def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) -> str | None:
-    """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, too few
-    held-out yes records, not better than TF-IDF + logistic regression on the same labels, ``min_f1``."""
+    """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, a guessed
+    class balance, too few held-out yes records, not better than TF-IDF + logistic regression on the same
+    labels, ``min_f1``."""
     training, hold = version.manifest.get("training", {}), metrics.get("holdout", {})
     if "yes_rate" not in training or "baseline" not in hold:
         return ("not promoted: the manifest has no label yes rate or baseline measurement (trained by an older "
@@ -259,6 +260,12 @@ def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) 
         return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, {side} "
                 f"than the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate}); "
                 f"{DEGENERATE_FIX}")
+    label_model = version.manifest.get("sources", {}).get("label_model", {})
+    if rules.require_known_balance and label_model.get("balance_known") is False:
+        return (f"not promoted: the label model could not estimate how often the answer is yes "
+                f"({label_model.get('reason', 'its fit collapsed')}), so the labels' yes rate ({rate:.1%}) is a guess; set `expected_yes_rate` in the question file "
+                "(the share of yes you expect, from a sample you read) or add sources that vote both ways, then "
+                "label and train again")
     if hold["positives"] < rules.min_holdout_positives:
         need = math.ceil(rules.min_holdout_positives * seed / max(hold["positives"], 1))
         return (f"not promoted: the hold-out holds {hold['positives']} yes record(s), fewer than min_holdout_positives "

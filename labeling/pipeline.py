@@ -58,6 +58,7 @@ class QuestionSummary:
     gold: dict[str, dict[str, float]] = field(default_factory=dict)  # method or source -> scores
     teachers: dict[str, dict] = field(default_factory=dict)  # teacher name -> requests, cost, ...
     warnings: list[str] = field(default_factory=list)  # what the label model could not identify, fallbacks
+    balance_known: bool = True  # False: the class balance is a guess (0.5); the gate refuses such labels
 
 
 @dataclass
@@ -93,7 +94,7 @@ def label_questions(questions: list[LoadedQuestion], input_path, out_dir, sample
         gold = gold_labels(gold_path, loaded.spec.id) if gold_path else None
         votes, teachers = _question_votes(loaded, factory, ids, texts, out_dir, progress)
         matrix = vote_matrix(votes)
-        result = combine(matrix, gold=gold)
+        result = combine(matrix, gold=gold, class_balance=loaded.spec.expected_yes_rate)
         write_parquet_atomic(votes, out_dir / "votes" / f"{loaded.spec.id}.parquet")
         write_parquet_atomic(result.probs, out_dir / "labels" / f"{loaded.spec.id}.parquet")
         gold_scores = write_question_report(out_dir / "report", loaded.spec, matrix, result, gold)
@@ -254,4 +255,4 @@ def _question_summary(loaded: LoadedQuestion, result: CombineResult, gold_scores
     return QuestionSummary(result.method, result.reason, result.prior, result.threshold,
                            round(float(labels.mean()) if len(labels) else 0.0, 4), result.source_accuracy,
                            result.coverage, {s.name: s.weight for s in loaded.spec.sources}, gold_scores, teachers,
-                           result.warnings)
+                           result.warnings, result.balance_known)

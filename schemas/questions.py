@@ -210,6 +210,9 @@ class Promotion(_Strict):
     min_f1: float | None = Field(default=None, ge=0, le=1, description=(
         "An absolute floor on the evaluation F1 on top of the baseline comparison (none by default)."))
     min_precision: float = Field(default=0.0, ge=0, le=1)
+    require_known_balance: bool = Field(default=True, description=(
+        "Refuse labels whose class balance is a guess (the label model collapsed or could not be identified, "
+        "and no expected_yes_rate or gold was given): their yes rate says nothing about the question."))
 
 
 class QuestionSpec(_Strict):
@@ -220,6 +223,10 @@ class QuestionSpec(_Strict):
     question: str = Field(min_length=3, description="The yes/no question as it would be put to a person.")
     guidelines: str = Field(default="", description="What counts as yes and no, edge cases.")
     examples: list[Example] = Field(default_factory=list)
+    expected_yes_rate: float | None = Field(default=None, gt=0, lt=1, description=(
+        "The share of records you expect to be yes, when you know it (from a sample you read): the label "
+        "model holds its class balance there instead of estimating it. Set it for rare questions and when "
+        "the label report says the balance could not be estimated."))
     sources: list[Source] = Field(min_length=1)
     training: Training = Field(default_factory=Training)
     promotion: Promotion = Field(default_factory=Promotion)

@@ -175,3 +175,18 @@ def test_degenerate_labels_are_never_promoted(setup, tmp_path, yes_rate):
     assert not decision.promoted and registry.current("is_bad") is None
     assert f"degenerate labels — they say yes to {yes_rate:.1%} of the 100 seed records" in decision.reason
     assert "assay label --stratify" in decision.reason and "add a source" in decision.reason
+
+
+def test_labels_with_a_guessed_class_balance_are_not_promoted(setup, tmp_path):
+    root, _, _ = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    reason = "no gold labels; the label model collapsed (...), with the class balance unknown (0.5)"
+    version = registry.update_manifest(registry.get("is_bad", 1), sources={
+        "label_model": {"reason": reason, "prior": 0.5, "balance_known": False}})
+    decision = promote_if_better(registry, version, gated({"f1": 0.99}), spec())
+    assert not decision.promoted and registry.current("is_bad") is None
+    assert "could not estimate how often the answer is yes" in decision.reason and reason in decision.reason
+    assert "expected_yes_rate" in decision.reason and "both ways" in decision.reason
+    allowed = promote_if_better(registry, version, gated({"f1": 0.99}), spec(promotion={"require_known_balance": False}))
+    assert allowed.promoted

@@ -55,6 +55,7 @@ class CombineResult:
     threshold: float
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
     warnings: list[str] = field(default_factory=list)  # what the model could not identify, fallbacks
+    balance_known: bool = True  # False: `prior` is a guess (0.5): the labels' yes rate says nothing
 
 
 def majority_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
@@ -97,6 +98,7 @@ class LabelModelFit:
     accuracy: np.ndarray  # per source, 0.5 for sources that carry no information
     warnings: list[str]
     fallback: str | None = None  # why weighted vote was used instead, if it was
+    balance_known: bool = True  # False: the class balance is a guess (0.5), neither estimated nor given
 
 
 def _constant(matrix: VoteMatrix) -> np.ndarray:
@@ -133,7 +135,8 @@ def _degenerate(matrix: VoteMatrix, informative: np.ndarray, balance: float | No
     what = "no source voted" if not cast.size else "every source gives one and the same vote on every record"
     return LabelModelFit(np.full(len(matrix.votes), prior), prior, accuracy, [
         f"{what}: the label model cannot be identified; P(yes) is the class balance "
-        f"({'given' if balance is not None else 'what the votes say' if cast.size else 'unknown, 0.5'})"])
+        f"({'given' if balance is not None else 'what the votes say' if cast.size else 'unknown, 0.5'})"],
+        balance_known=balance is not None or bool(cast.size))
 
 
 def _balance_bound(votes: np.ndarray) -> float | None:
@@ -166,7 +169,8 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     informative = ~constant
     if informative.sum() < 2:
         fit = _degenerate(matrix, informative, balance)
-        return LabelModelFit(fit.p_yes, fit.prior, fit.accuracy, warnings + fit.warnings)
+        return LabelModelFit(fit.p_yes, fit.prior, fit.accuracy, warnings + fit.warnings,
+                             balance_known=fit.balance_known)
     used = _subset(matrix, informative)
     counts = outcome_counts(used.votes, used.conf)
     model = DawidSkene(class_balance=balance).fit(counts)
@@ -192,7 +196,8 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         prior = 0.5 if balance is None else balance
         return LabelModelFit(weighted_vote(used, prior), prior, accuracy, warnings,
                              f"the label model collapsed ({why}); weighted vote is used instead"
-                             + ("" if balance is not None else ", with the class balance unknown (0.5)"))
+                             + ("" if balance is not None else ", with the class balance unknown (0.5)"),
+                             balance_known=balance is not None)
     return LabelModelFit(p_yes, model.prior, accuracy, warnings)
 
 
@@ -256,6 +261,6 @@ def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table |
         coverage={name: round(float((matrix.votes[:, j] >= 0).mean()) if len(matrix.votes) else 0.0, 4)
                   for j, name in enumerate(matrix.sources)},
         prior=round(prior, 4), threshold=round(threshold, 4), candidates=candidates,
-        warnings=fit.warnings + ([fit.fallback] if fit.fallback else []),
+        warnings=fit.warnings + ([fit.fallback] if fit.fallback else []), balance_known=fit.balance_known,
     )
 

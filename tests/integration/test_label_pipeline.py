@@ -179,3 +179,18 @@ def test_stratified_seed_oversamples_disagreement(records, tmp_path):
     everything = label_questions(loaded, records, tmp_path / "all", sample=None, progress=False)
     assert everything.seed_rows == 150
     assert conflict_rate(tmp_path / "strat") > conflict_rate(tmp_path / "all") > 0
+
+
+def test_expected_yes_rate_in_the_question_holds_the_class_balance(tmp_path, records):
+    folder = tmp_path / "questions"
+    folder.mkdir()
+    write_question(folder, "obscene", [{"kind": "rules", "yes_patterns": ["f+u+c+k+", "sh[i1]t"]},
+                                       {"kind": "rules", "name": "civil", "no_keywords": ["thanks", "article"]}])
+    spec = yaml.safe_load((folder / "obscene.yaml").read_text())
+    (folder / "obscene.yaml").write_text(yaml.safe_dump({**spec, "expected_yes_rate": 0.07}))
+    summary = label_questions(load_questions(folder), records, tmp_path / "run", sample=100, progress=False)
+    question = summary.questions["obscene"]
+    assert question.prior == pytest.approx(0.07) and question.balance_known
+    assert 0 < question.yes_rate <= 0.08  # at most that share (a tie group of records with the same votes stays whole)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())["questions"]["obscene"]
+    assert saved["balance_known"] is True and saved["prior"] == pytest.approx(0.07)

@@ -47,12 +47,14 @@ def test_all_abstain_gives_the_class_balance_and_labels_no_record_yes():
     assert np.allclose(p_yes(result), 0.5)
     assert not labels(result).any()
     assert any("cannot be identified" in w for w in result.warnings)
+    assert not result.balance_known  # 0.5 is a guess: the promotion gate refuses such labels
 
 
 def test_all_abstain_with_a_known_class_balance_returns_it():
     result = combine(table(np.full(50, -1)), method="label_model", class_balance=0.1)
     assert np.allclose(p_yes(result), 0.1) and result.prior == pytest.approx(0.1)
     assert not labels(result).any()
+    assert result.balance_known
 
 
 def test_one_precise_yes_only_rule_labels_what_it_fired_on_and_ranks_those_higher():
@@ -93,6 +95,7 @@ def test_one_way_keyword_sources_do_not_collapse():
     votes, truth = one_way_sources(4000, 0.5)
     result = combine(votes, method="label_model")
     assert abs(result.prior - truth.mean()) < 0.05
+    assert result.balance_known
     assert min(result.source_accuracy[f"s{j}"] for j in range(10)) > 0.6
     matrix = vote_matrix(votes)
     mv, _ = prevalence_labels(majority_vote(matrix, result.prior), result.prior)
@@ -168,3 +171,7 @@ def test_weak_one_way_sources_that_empty_a_class_fall_back_to_weighted_vote():
     assert result.prior == pytest.approx(0.5)
     assert "weighted vote is used instead" in result.reason
     assert (labels(result) == truth).mean() > 0.55
+    assert not result.balance_known
+    given = combine(table(*columns), method="label_model", class_balance=0.3)
+    assert given.balance_known and given.prior == pytest.approx(0.3)
+    assert labels(given).mean() == pytest.approx(0.3, abs=0.01)

