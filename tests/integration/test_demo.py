@@ -16,7 +16,7 @@ from assay.flows.demo import EXAMPLES, with_teacher
 from assay.schemas import load_questions
 from assay.schemas.questions import LabelsFileSource, LlmSource
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_with_teacher_adds_a_valid_llm_source_and_keeps_file_paths(tmp_path):
