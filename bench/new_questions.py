@@ -69,8 +69,16 @@ def corpus_parts(folder: Path, family: dict, qid: str, keep_positive: float | No
                             "label": pa.array([r[2] for r in part], pa.int8())}) for name, part in parts.items()}
 
 
-def write_question(folder: Path, qid: str, family: dict, pool: pa.Table) -> Path:
-    """The question file a data team would write: wording, 3 + 3 examples, the frozen rules, embedding."""
+def read_rate(pool: pa.Table, read: int) -> float:
+    """The yes share a data team would see reading ``read`` pool records (a fixed random sample; at least 1/read)."""
+    labels = np.array(pool.column("label").to_pylist())
+    sample = np.random.default_rng(7).choice(len(labels), size=min(read, len(labels)), replace=False)
+    return max(float(labels[sample].mean()), 1.0 / len(sample))
+
+
+def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: int | None) -> Path:
+    """The question file a data team would write: wording, 3 + 3 examples, the frozen rules, embedding, and
+    (``read``) the yes rate seen reading that many records as ``expected_yes_rate``."""
     rng = random.Random(1)
     labels, texts = pool.column("label").to_pylist(), pool.column("text").to_pylist()
     examples = []
@@ -79,6 +87,8 @@ def write_question(folder: Path, qid: str, family: dict, pool: pa.Table) -> Path
         examples += [{"text": t, "answer": answer} for t in rng.sample(candidates, 3)]
     spec = {"id": qid, "version": 1, "question": family["question"], "examples": examples,
             "sources": [{"kind": "rules", **rules} for rules in family["sources"]] + [{"kind": "embedding"}]}
+    if read:
+        spec["expected_yes_rate"] = round(read_rate(pool, read), 4)
     path = folder / f"{qid}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path
@@ -91,7 +101,8 @@ def keyword_answers(loaded, texts: list[str]) -> np.ndarray:
     return keyword_rules(loaded.spec).score(texts) >= 0.5
 
 
-def run_question(work: Path, qid: str, family: dict, keep_positive: float | None, folder: Path) -> dict:
+def run_question(work: Path, qid: str, family: dict, keep_positive: float | None, folder: Path,
+                 read: int | None) -> dict:
     """Label the pool, train and gate (the CLI's defaults), score the test split; one result row."""
     from assay.distill.evaluate import score_versions
     from assay.distill.train import train_questions
@@ -102,7 +113,7 @@ def run_question(work: Path, qid: str, family: dict, keep_positive: float | None
     qdir = work / qid
     (qdir / "questions").mkdir(parents=True, exist_ok=True)
     pq.write_table(parts["pool"].drop_columns(["label"]), qdir / "pool.parquet")  # the label run never sees labels
-    write_question(qdir / "questions", qid, family, parts["pool"])
+    spec_path = write_question(qdir / "questions", qid, family, parts["pool"], read)
     loaded = load_questions(qdir / "questions")
     started = time.perf_counter()
     summary = label_questions(loaded, qdir / "pool.parquet", qdir / "labels", sample=None, progress=False)
@@ -114,6 +125,7 @@ def run_question(work: Path, qid: str, family: dict, keep_positive: float | None
     rules = keyword_answers(loaded[0], test_texts)
     row = {"question": qid, "family": family["question"], "pool": parts["pool"].num_rows,
            "pool_yes_rate": float(np.mean(parts["pool"].column("label").to_pylist())),
+           "expected_yes_rate": yaml.safe_load(spec_path.read_text()).get("expected_yes_rate"),
            "test": len(gold), "test_positives": int(gold.sum()),
            "label_model": _label_summary(summary, qid), "label_seconds": round(labelled, 1),
            "train_seconds": round(trained, 1), "error": result.error,
@@ -157,6 +169,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "new-questions")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "labelbench" / "corpora")
     parser.add_argument("--only", help="comma-separated question ids (default: all)")
+    parser.add_argument("--read", type=int, help="set expected_yes_rate to the yes share of this many pool records "
+                                                  "(what a team learns reading them; default: not set)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "new_questions")
     args = parser.parse_args()
     folder = fetch_corpora(args.cache)
@@ -166,7 +180,8 @@ def main() -> None:
     for qid in wanted:
         family_name, keep = QUESTIONS[qid]
         console.print(f"[bold]{qid}[/bold]: labelling and training …")
-        rows.append(run_question(args.work, qid, families[family_name], keep, folder))
+        rows.append(run_question(args.work / (f"read{args.read}" if args.read else "plain"), qid,
+                                 families[family_name], keep, folder, args.read))
     table = Table(title="new questions: test split F1 (95 % bootstrap)")
     for column in ("question", "test +", "prior (true)", "rules", "student", "student − rules", "gate"):
         table.add_column(column)
@@ -177,7 +192,7 @@ def main() -> None:
                       "—" if s is None else f"{s[0]:.3f}", "—" if d is None else f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]",
                       r["error"] or ("promoted" if r.get("promoted") else "refused"))
     console.print(table)
-    config = {"questions": {q: QUESTIONS[q] for q in wanted}, "test_share": TEST_SHARE, "examples": "3 yes + 3 no, "
+    config = {"questions": {q: QUESTIONS[q] for q in wanted}, "test_share": TEST_SHARE, "read": args.read, "examples": "3 yes + 3 no, "
               "random.Random(1) from the pool, 20-300 chars", "label": "label_questions defaults, sample=None",
               "train": "train_questions defaults (assay train), promotion gate included"}
     write_result(args.out.with_suffix(".json"), config, {"rows": rows})

@@ -24,6 +24,7 @@ Protocol (fixed before any run was looked at):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -63,7 +64,12 @@ CONFIGS: dict[str, tuple[str, int | None, dict]] = {
     "len64": ("minilm-l6", 4000, {"max_length": 64}),
     "pool": ("minilm-l6", None, {}),
     "smollm2_top1_len64": ("smollm2-135m", 4000, {"max_length": 64}),
+    "read200": ("minilm-l6", 4000, {}),  # labels made with expected_yes_rate = the yes share of 200 read records
 }
+# configs whose labels differ: the pool's votes recombined with the class balance a data team would state
+# after reading this many pool records (expected_yes_rate); added after the first grid showed the labels'
+# estimated prevalence, not the training settings, setting the F1
+LABEL_VARIANTS = {"read200": 200}
 
 
 def prepare(work: Path) -> None:
@@ -85,6 +91,25 @@ def prepare(work: Path) -> None:
     label_questions(load_questions(QUESTIONS), work / "pool_unlabelled.parquet", work / "labels", sample=None)
 
 
+def relabel(work: Path, qids: list[str], read: int) -> Path:
+    """``work/labels_read<N>``: every question's votes recombined with the yes share of ``read`` pool records."""
+    from assay.labeling.gold import gold_labels
+    from assay.labeling.model.combine import combine
+
+    out = work / f"labels_read{read}"
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(work / "labels" / "seed.parquet", out / "seed.parquet")
+    rates = {}
+    for qid in qids:
+        gold = gold_labels(work / "pool.parquet", qid).column("label").to_numpy()
+        sample = np.random.default_rng(7).choice(len(gold), size=read, replace=False)
+        rates[qid] = max(float(gold[sample].mean()), 1.0 / read)
+        result = combine(pq.read_table(work / "labels" / "votes" / f"{qid}.parquet"), class_balance=rates[qid])
+        pq.write_table(result.probs, out / "labels" / f"{qid}.parquet")
+    (out / "read_rates.json").write_text(json.dumps(rates, indent=1))
+    return out
+
+
 def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
     """Train one config's 7 adapters on the pool labels; gold metrics on the selection split.
 
@@ -104,8 +129,10 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
     base = base_path(base_name)
     questions = load_questions(QUESTIONS)
     labels = work / "labels"
+    if name in LABEL_VARIANTS:
+        labels = relabel(work, [q.spec.id for q in questions], LABEL_VARIANTS[name])
     if records is not None:
-        labels = subsample(labels, [q.spec.id for q in questions], records, work / f"labels_{records}")
+        labels = subsample(labels, [q.spec.id for q in questions], records, Path(f"{labels}_{records}"))
     registry, seed, rows, versions = Registry(work / "registries" / name), read_seed(labels), {}, []
     started = time.perf_counter()
     with torch_threads(threads):
@@ -140,7 +167,6 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
 
 def select(work: Path, only: list[str] | None, threads: int) -> None:
     """Run the configs not yet run (each writes ``work/select/<name>.json``) and print the table."""
-    import json
 
     out, caches = work / "select", {}
     for name in only or list(CONFIGS):

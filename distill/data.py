@@ -91,10 +91,12 @@ def load_question_data(labels_dir: str | Path, question_id: str, seed: pa.Table 
     if positives < MIN_PER_CLASS:
         raise LabelsError(f"{path}: {positives} record(s) with p_yes >= 0.5 among {len(data)}; a classifier needs "
                           f"at least {MIN_PER_CLASS} yes examples — label a larger (or stratified: --stratify) "
-                          "seed set, or add a source that finds yes cases")
+                          "seed set, add a source that finds yes cases, or state the share of yes you expect "
+                          "(expected_yes_rate in the question file)")
     if negatives < MIN_PER_CLASS:
         raise LabelsError(f"{path}: {negatives} record(s) with p_yes < 0.5 among {len(data)}; a classifier needs "
-                          f"at least {MIN_PER_CLASS} no examples")
+                          f"at least {MIN_PER_CLASS} no examples — add a source or rules that vote no, or state "
+                          "the share of yes you expect (expected_yes_rate in the question file)")
     return data
 
 
