@@ -107,13 +107,12 @@ def reuse(work: Path, stamp: str | None, kind: str, qids: list[str]) -> dict | N
 
 
 def adapter_answers(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{group: {split: {qid: answers}}} of adapter versions at their own thresholds, through the engine, every
-    version and every split in one pass of the base."""
-    versions = [v for group in groups.values() for v in group.values()]
+    """{group: {split: {qid: answers}}} of adapter versions at their own thresholds, through the engine: one
+    pass per group (a student and an oracle share question ids and version numbers), every split at once."""
     texts = [t for s in sets.values() for t in s["texts"]]
-    scores = score_versions(versions, texts)
     out: dict = {}
     for name, group in groups.items():
+        scores = score_versions(list(group.values()), texts)
         start = 0
         for split, s in sets.items():
             part = slice(start, start + len(s["texts"]))

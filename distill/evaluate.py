@@ -156,9 +156,18 @@ def gold_set(gold_path: str | Path, question_id: str) -> EvalSet:
 
 def score_versions(versions: Sequence[AdapterVersion], texts: Sequence[str], registry: Registry | None = None,
                    ) -> dict[tuple[str, int], np.ndarray]:
-    """P(yes) of every version on ``texts``, through the engine (one base load per base model)."""
+    """P(yes) of every version on ``texts``, through the engine (one base load per base model).
+
+    The answer is keyed by (question id, version), so versions of one question from two registries
+    (a student and an oracle, both version 1) cannot share a call: that is an error, not an overwrite.
+    """
     from assay.engine.scorer import Scorer
 
+    keys = [(v.question_id, v.version) for v in versions]
+    if len(set(keys)) < len(keys):
+        repeated = sorted({f"{q}@{n}" for q, n in keys if keys.count((q, n)) > 1})
+        raise ValueError(f"score_versions: {', '.join(repeated)} given more than once (versions from different "
+                         "registries?); score each registry in its own call")
     out: dict[tuple[str, int], np.ndarray] = {}
     by_base: dict[str, list[AdapterVersion]] = {}
     for version in versions:
