@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
 from labelbench.corpora import fetch_corpora, read_corpus  # noqa: E402
 from provenance import write_result  # noqa: E402
-from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SHARE = 0.3
@@ -69,13 +69,6 @@ def corpus_parts(folder: Path, family: dict, qid: str, keep_positive: float | No
                             "label": pa.array([r[2] for r in part], pa.int8())}) for name, part in parts.items()}
 
 
-def read_rate(pool: pa.Table, read: int) -> float:
-    """The yes share a data team would see reading ``read`` pool records (a fixed random sample; at least 1/read)."""
-    labels = np.array(pool.column("label").to_pylist())
-    sample = np.random.default_rng(7).choice(len(labels), size=min(read, len(labels)), replace=False)
-    return max(float(labels[sample].mean()), 1.0 / len(sample))
-
-
 def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: int | None) -> Path:
     """The question file a data team would write: wording, 3 + 3 examples, the frozen rules, embedding, and
     (``read``) the yes rate seen reading that many records as ``expected_yes_rate``."""
@@ -88,7 +81,7 @@ def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: i
     spec = {"id": qid, "version": 1, "question": family["question"], "examples": examples,
             "sources": [{"kind": "rules", **rules} for rules in family["sources"]] + [{"kind": "embedding"}]}
     if read:
-        spec["expected_yes_rate"] = round(read_rate(pool, read), 4)
+        spec["expected_yes_rate"] = round(read_rate(np.array(pool.column("label").to_pylist()), read), 4)
     path = folder / f"{qid}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path

@@ -43,7 +43,7 @@ from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import write_result  # noqa: E402
-from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "examples/data/jigsaw/train.parquet"
@@ -101,9 +101,7 @@ def relabel(work: Path, qids: list[str], read: int) -> Path:
     shutil.copy(work / "labels" / "seed.parquet", out / "seed.parquet")
     rates = {}
     for qid in qids:
-        gold = gold_labels(work / "pool.parquet", qid).column("label").to_numpy()
-        sample = np.random.default_rng(7).choice(len(gold), size=read, replace=False)
-        rates[qid] = max(float(gold[sample].mean()), 1.0 / read)
+        rates[qid] = read_rate(gold_labels(work / "pool.parquet", qid).column("label").to_numpy(), read)
         result = combine(pq.read_table(work / "labels" / "votes" / f"{qid}.parquet"), class_balance=rates[qid])
         pq.write_table(result.probs, out / "labels" / f"{qid}.parquet")
     (out / "read_rates.json").write_text(json.dumps(rates, indent=1))

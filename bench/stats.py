@@ -1,4 +1,5 @@
-"""Paired bootstrap intervals for quality claims: the same resampled records for both methods."""
+"""Quality-claim helpers: paired bootstrap intervals (the same resampled records for both methods) and the
+yes rate a data team sees reading a sample."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ def f1(y: np.ndarray, pred: np.ndarray) -> float:
     tp = float((y & pred).sum())
     denom = float(y.sum() + pred.sum())
     return 2 * tp / denom if denom else 0.0
+
+
+def read_rate(labels: np.ndarray, read: int, seed: int = 7) -> float:
+    """The yes share a data team would see reading ``read`` of these records (a fixed random sample; at least
+    1/read, since a team that read no yes would still not write 0)."""
+    labels = np.asarray(labels)
+    sample = np.random.default_rng(seed).choice(len(labels), size=min(read, len(labels)), replace=False)
+    return max(float(labels[sample].mean()), 1.0 / len(sample))
 
 
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:

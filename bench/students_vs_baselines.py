@@ -16,7 +16,9 @@ alone need no training), and scores everything on two sets nobody trained or tun
 Reported per question and macro: F1 of the yes class against gold, with a 95 % bootstrap interval,
 and the paired bootstrap 95 % interval of student minus each method (same resampled records). For
 ``is_bad``, the recorded GPT-4 answers against the student on the records GPT-4 answered.
-Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
+``--read N`` labels the same seed again with each question's ``expected_yes_rate`` set to the yes share
+of N of its seed records (what a data team writes after reading a sample) and runs everything on those
+labels. Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +43,7 @@ from rich.console import Console  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import oracle_labels  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
-from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 from students_report import markdown, plot  # noqa: E402
 
 from assay.distill import baselines as B  # noqa: E402
@@ -66,6 +68,28 @@ def label_run(work: Path, questions, sample: int, fresh: bool) -> Path:
     out = work / "label-train"
     if fresh or not (out / "summary.json").is_file():
         label_questions(questions, DATA / "train.parquet", out, sample=sample, progress=True)
+    return out
+
+
+def read_label_run(work: Path, questions, plain: Path, sample: int, read: int, fresh: bool) -> Path:
+    """The same seed labelled again, each question stating ``expected_yes_rate`` = the yes share of ``read``
+    of its seed records: what a data team does after reading a sample (the product path, not a recombination)."""
+    from assay.labeling.pipeline import label_questions
+
+    out = work / f"label-train-read{read}"
+    if fresh or not (out / "summary.json").is_file():
+        seed = set(pq.read_table(plain / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+        stated = []
+        for q in questions:
+            gold = gold_labels(DATA / "train.parquet", q.spec.id)
+            in_seed = [label for i, label in zip(gold.column("id").to_pylist(), gold.column("label").to_pylist())
+                       if i in seed]
+            rate = round(read_rate(np.array(in_seed), read), 4)
+            stated.append(replace(q, spec=q.spec.model_copy(update={"expected_yes_rate": rate})))
+        label_questions(stated, DATA / "train.parquet", out, sample=sample, progress=True)
+        read_seed_ids = set(pq.read_table(out / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+        if read_seed_ids != seed:
+            raise SystemExit(f"{out}: the second label run drew another seed than {plain}")
     return out
 
 
@@ -221,6 +245,9 @@ def main() -> None:
                         "it fine-tunes and re-embeds per question, minutes each on 2 cores)")
     parser.add_argument("--only", help="comma-separated question ids (default: all seven)")
     parser.add_argument("--fresh", action="store_true", help="relabel everything")
+    parser.add_argument("--read", type=int, help="label the seed again with each question's expected_yes_rate set to "
+                        "the yes share of this many seed records (what a team learns reading them), and train and "
+                        "fit everything on those labels")
     parser.add_argument("--baselines-only", action="store_true", help="fit the baselines, save their answers in "
                         "WORK/baselines-*.npz (a later run reads them) and stop")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
@@ -236,6 +263,8 @@ def main() -> None:
     qids = [q.spec.id for q in questions]
     with torch_threads(args.threads):
         labels = label_run(args.work, questions, args.sample, args.fresh)
+        if args.read:
+            labels = read_label_run(args.work, questions, labels, args.sample, args.read, args.fresh)
         sets = eval_sets(labels, qids)
         console.print("baselines:")
         setfit_on = args.setfit_questions.split(",") if args.setfit_questions else None
