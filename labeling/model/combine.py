@@ -187,7 +187,9 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         model = DawidSkene(class_balance=bound).fit(counts)
     p_yes = model.predict_proba(counts)
     n = len(p_yes)
+    away = _explained_away(used, model.source_accuracy()) if balance is None else None
     why = ("most votes came from sources it rated below chance" if model.collapsed(counts) else
+           away if away else
            f"the no class holds under {MIN_CLASS_RECORDS:g} records' worth of probability, so its rates are only "
            "the prior's" if balance is None and (1 - model.prior) * n < MIN_CLASS_RECORDS else
            "it gives every record the same label although the sources vary" if _constant_labels(p_yes, model.prior)
@@ -199,6 +201,20 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
                              + ("" if balance is not None else ", with the class balance unknown (0.5)"),
                              balance_known=balance is not None)
     return LabelModelFit(p_yes, model.prior, accuracy, warnings)
+
+
+def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray) -> str | None:
+    """Why the fit explained a class away, or None: two or more sources only ever name that class, and the fit
+    rates every one of them mostly wrong (it moved the class balance until their votes count for nothing;
+    data teams' keyword lists are such sources, and two of them all under 50 % right is not a rare question)."""
+    votes = matrix.votes
+    for value, name in ((YES, "yes"), (NO, "no")):
+        only = (votes == value).any(axis=0) & ~((votes != value) & (votes != ABSTAIN)).any(axis=0)
+        if only.sum() >= 2 and (accuracy[only] < 0.5).all():
+            names = ", ".join(s for s, keep in zip(matrix.sources, only) if keep)
+            return (f"every source that only votes {name} ({names}) came out mostly wrong: the estimated class "
+                    "balance explains their votes away")
+    return None
 
 
 def _constant_labels(p_yes: np.ndarray, prior: float) -> bool:

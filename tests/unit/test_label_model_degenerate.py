@@ -175,3 +175,21 @@ def test_weak_one_way_sources_that_empty_a_class_fall_back_to_weighted_vote():
     given = combine(table(*columns), method="label_model", class_balance=0.3)
     assert given.balance_known and given.prior == pytest.approx(0.3)
     assert labels(given).mean() == pytest.approx(0.3, abs=0.01)
+
+
+def test_yes_only_keyword_rules_all_explained_away_count_as_a_collapse():
+    """Real votes (bench/new_questions.py, `positive_review` on Pang & Lee polarity, 50 % yes): four yes-only
+    keyword rules and an embedding source. The EM fit put the class balance at 0.0004 and rated every rule
+    2-6 % right, so the labels said no to everything and training refused with no advice. Such a fit is
+    a collapse: weighted vote, the balance unknown, the reason naming the rules."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    votes = pq.read_table(Path(__file__).parent / "data" / "positive_review_votes.parquet")
+    result = combine(votes)
+    assert not result.balance_known
+    assert "only votes yes (praise_strong, praise_mild, emotion, smart)" in result.reason
+    assert 0.1 < float(np.mean(result.probs.column("p_yes").to_numpy() >= 0.5)) < 0.9
+    held = combine(votes, class_balance=0.49)  # a stated balance is the data team's word: no fallback
+    assert held.balance_known and "collapsed" not in held.reason
