@@ -81,7 +81,7 @@ def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: i
     spec = {"id": qid, "version": 1, "question": family["question"], "examples": examples,
             "sources": [{"kind": "rules", **rules} for rules in family["sources"]] + [{"kind": "embedding"}]}
     if read:
-        spec["expected_yes_rate"] = round(read_rate(np.array(pool.column("label").to_pylist()), read), 4)
+        spec["expected_yes_rate"] = round(read_rate(pool.column("label").to_numpy(), read), 4)
     path = folder / f"{qid}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return path

@@ -71,6 +71,11 @@ def label_run(work: Path, questions, sample: int, fresh: bool) -> Path:
     return out
 
 
+def seed_ids(labels: Path) -> set[str]:
+    """The ids of a label run's seed records."""
+    return set(pq.read_table(labels / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+
+
 def read_label_run(work: Path, questions, plain: Path, sample: int, read: int, fresh: bool) -> Path:
     """The same seed labelled again, each question stating ``expected_yes_rate`` = the yes share of ``read``
     of its seed records: what a data team does after reading a sample (the product path, not a recombination)."""
@@ -78,7 +83,7 @@ def read_label_run(work: Path, questions, plain: Path, sample: int, read: int, f
 
     out = work / f"label-train-read{read}"
     if fresh or not (out / "summary.json").is_file():
-        seed = set(pq.read_table(plain / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+        seed = seed_ids(plain)
         stated = []
         for q in questions:
             gold = gold_labels(DATA / "train.parquet", q.spec.id)
@@ -87,15 +92,14 @@ def read_label_run(work: Path, questions, plain: Path, sample: int, read: int, f
             rate = round(read_rate(np.array(in_seed), read), 4)
             stated.append(replace(q, spec=q.spec.model_copy(update={"expected_yes_rate": rate})))
         label_questions(stated, DATA / "train.parquet", out, sample=sample, progress=True)
-        read_seed_ids = set(pq.read_table(out / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
-        if read_seed_ids != seed:
+        if seed_ids(out) != seed:
             raise SystemExit(f"{out}: the second label run drew another seed than {plain}")
     return out
 
 
 def eval_sets(labels: Path, qids: list[str]) -> dict[str, dict]:
     """dev and untouched (pool minus seed): ids, texts and gold per question."""
-    seed = set(pq.read_table(labels / "seed.parquet", columns=["id"]).column("id").cast(pa.string()).to_pylist())
+    seed = seed_ids(labels)
     sets = {}
     for name, path, keep in (("dev", DATA / "dev.parquet", lambda i: True),
                              ("untouched", DATA / "train.parquet", lambda i: i not in seed)):

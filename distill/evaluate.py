@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,13 +162,13 @@ def score_versions(versions: Sequence[AdapterVersion], texts: Sequence[str], reg
     The answer is keyed by (question id, version), so versions of one question from two registries
     (a student and an oracle, both version 1) cannot share a call: that is an error, not an overwrite.
     """
-    from assay.engine.scorer import Scorer
-
-    keys = [(v.question_id, v.version) for v in versions]
-    if len(set(keys)) < len(keys):
-        repeated = sorted({f"{q}@{n}" for q, n in keys if keys.count((q, n)) > 1})
+    repeated = sorted(f"{q}@{n}" for (q, n), times in Counter((v.question_id, v.version) for v in versions).items()
+                      if times > 1)
+    if repeated:
         raise ValueError(f"score_versions: {', '.join(repeated)} given more than once (versions from different "
                          "registries?); score each registry in its own call")
+    from assay.engine.scorer import Scorer
+
     out: dict[tuple[str, int], np.ndarray] = {}
     by_base: dict[str, list[AdapterVersion]] = {}
     for version in versions:

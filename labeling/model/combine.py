@@ -207,9 +207,8 @@ def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray) -> str | None:
     """Why the fit explained a class away, or None: two or more sources only ever name that class, and the fit
     rates every one of them mostly wrong (it moved the class balance until their votes count for nothing;
     data teams' keyword lists are such sources, and two of them all under 50 % right is not a rare question)."""
-    votes = matrix.votes
-    for value, name in ((YES, "yes"), (NO, "no")):
-        only = (votes == value).any(axis=0) & ~((votes != value) & (votes != ABSTAIN)).any(axis=0)
+    yes, no = (matrix.votes == YES).sum(axis=0), (matrix.votes == NO).sum(axis=0)
+    for only, name in (((yes > 0) & (no == 0), "yes"), ((no > 0) & (yes == 0), "no")):
         if only.sum() >= 2 and (accuracy[only] < 0.5).all():
             names = ", ".join(s for s, keep in zip(matrix.sources, only) if keep)
             return (f"every source that only votes {name} ({names}) came out mostly wrong: the estimated class "
