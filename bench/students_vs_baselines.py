@@ -16,9 +16,10 @@ alone need no training), and scores everything on two sets nobody trained or tun
 Reported per question and macro: F1 of the yes class against gold, with a 95 % bootstrap interval,
 and the paired bootstrap 95 % interval of student minus each method (same resampled records). For
 ``is_bad``, the recorded GPT-4 answers against the student on the records GPT-4 answered.
-``--read N`` labels the same seed again with each question's ``expected_yes_rate`` set to the yes share
-of N of its seed records (what a data team writes after reading a sample) and runs everything on those
-labels. Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
+The bundled questions state ``expected_yes_rate`` (the yes share of 200 seed records, as a data team
+reads them; tests/unit/test_bundled_questions.py); ``--estimate-balance`` drops it, so the label model
+estimates every class balance. ``--read N`` labels the same seed again with each question's
+``expected_yes_rate`` set to the yes share of N of its seed records and runs everything on those labels. Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
 """
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ QUESTIONS = ROOT / "examples" / "questions" / "jigsaw"
 console = Console()
 
 
-def label_run(work: Path, questions, sample: int, fresh: bool) -> Path:
-    """The label run over 4,000 seed records of the pool (made once)."""
+def label_run(work: Path, questions, sample: int, fresh: bool, estimated: bool) -> Path:
+    """The label run over 4,000 seed records of the pool (made once); ``estimated``: without the questions'
+    ``expected_yes_rate``, every class balance estimated by the label model."""
     from assay.labeling.pipeline import label_questions
 
-    out = work / "label-train"
+    out = work / ("label-train-estimated" if estimated else "label-train")
+    if estimated:
+        questions = [replace(q, spec=q.spec.model_copy(update={"expected_yes_rate": None})) for q in questions]
     if fresh or not (out / "summary.json").is_file():
         label_questions(questions, DATA / "train.parquet", out, sample=sample, progress=True)
     return out
@@ -252,6 +256,9 @@ def main() -> None:
     parser.add_argument("--read", type=int, help="label the seed again with each question's expected_yes_rate set to "
                         "the yes share of this many seed records (what a team learns reading them), and train and "
                         "fit everything on those labels")
+    parser.add_argument("--estimate-balance", action="store_true", help="drop the bundled questions' "
+                        "expected_yes_rate, so the label model estimates every class balance (how the labels were "
+                        "made before the questions stated their rates)")
     parser.add_argument("--baselines-only", action="store_true", help="fit the baselines, save their answers in "
                         "WORK/baselines-*.npz (a later run reads them) and stop")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
@@ -266,7 +273,7 @@ def main() -> None:
         questions = [q for q in questions if q.spec.id in args.only.split(",")]
     qids = [q.spec.id for q in questions]
     with torch_threads(args.threads):
-        labels = label_run(args.work, questions, args.sample, args.fresh)
+        labels = label_run(args.work, questions, args.sample, args.fresh, args.estimate_balance)
         if args.read:
             labels = read_label_run(args.work, questions, labels, args.sample, args.read, args.fresh)
         sets = eval_sets(labels, qids)

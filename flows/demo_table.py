@@ -2,7 +2,8 @@
 
 Per question, F1 of the yes class on all dev records for: each labelling source alone (an abstain counts
 as no), majority vote of the sources, the combined labels (the label model over the dev records' own
-votes), the student adapter, the baselines trained on the same seed labels (TF-IDF + LR, MiniLM
+votes, with its own estimate of dev's class balance: a question's ``expected_yes_rate`` is the rate of the
+seed it was read from, and dev is not toxic-enriched), the student adapter, the baselines trained on the same seed labels (TF-IDF + LR, MiniLM
 embeddings + LR; :mod:`assay.distill.baselines`), and the cascade (the least sure share of records sent
 to the recorded teacher). Beside it: the student against each recorded teacher on the records that
 teacher answered, and records/s and cost per 1,000 records for teacher and student.
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels, gold_rows
 from assay.labeling.metrics import binary_scores
+from assay.labeling.model.combine import combine
 
 CPU_USD_PER_CORE_HOUR = 0.05  # on-demand cloud vCPU-hour, order of magnitude (stated in the report)
 TEACHER_PRICE_MODEL = "gpt-4-turbo"  # the recorded answers come from gpt-4-1106-preview, a GPT-4 Turbo
@@ -45,7 +47,7 @@ def label_answers(dev_labels: Path, qid: str, ids: list[str]) -> dict[str, np.nd
     matrix = np.stack([_by_id(votes, name, ids, -1) for name in sources], axis=1).astype(np.int8)
     out = {name: matrix[:, k] == 1 for k, name in enumerate(sources)}
     out["majority vote"] = (matrix == 1).sum(axis=1) > (matrix == 0).sum(axis=1)
-    combined = pq.read_table(dev_labels / "labels" / f"{qid}.parquet")
+    combined = combine(votes, method="label_model").probs
     out["combined labels"] = _by_id(combined, "label", ids) == 1
     return out
 
