@@ -26,6 +26,13 @@ def read_rate(labels: np.ndarray, read: int, seed: int = 7) -> float:
     return max(float(labels[sample].mean()), 1.0 / len(sample))
 
 
+def read_rate_among(gold, ids: set[str], read: int) -> float:
+    """``read_rate`` over the records of ``gold`` (an ``id``, ``label`` table, in its order) whose id is in
+    ``ids``, rounded as a question file states it: the rate a team reads among the seed it labels."""
+    labels = [label for i, label in zip(gold.column("id").to_pylist(), gold.column("label").to_pylist()) if i in ids]
+    return round(read_rate(np.array(labels), read), 4)
+
+
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     """Share of records where the prediction equals the label."""
     return float((np.asarray(y, bool) == np.asarray(pred, bool)).mean()) if len(y) else 0.0

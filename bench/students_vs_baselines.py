@@ -19,7 +19,8 @@ and the paired bootstrap 95 % interval of student minus each method (same resamp
 The bundled questions state ``expected_yes_rate`` (the yes share of 200 seed records, as a data team
 reads them; tests/unit/test_bundled_questions.py); ``--estimate-balance`` drops it, so the label model
 estimates every class balance. ``--read N`` labels the same seed again with each question's
-``expected_yes_rate`` set to the yes share of N of its seed records and runs everything on those labels. Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
+``expected_yes_rate`` set to the yes share of N of its seed records and runs everything on those labels.
+Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from rich.console import Console  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import oracle_labels  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
-from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap, read_rate_among  # noqa: E402
 from students_report import markdown, plot  # noqa: E402
 
 from assay.distill import baselines as B  # noqa: E402
@@ -90,10 +91,7 @@ def read_label_run(work: Path, questions, plain: Path, sample: int, read: int, f
         seed = seed_ids(plain)
         stated = []
         for q in questions:
-            gold = gold_labels(DATA / "train.parquet", q.spec.id)
-            in_seed = [label for i, label in zip(gold.column("id").to_pylist(), gold.column("label").to_pylist())
-                       if i in seed]
-            rate = round(read_rate(np.array(in_seed), read), 4)
+            rate = read_rate_among(gold_labels(DATA / "train.parquet", q.spec.id), seed, read)
             stated.append(replace(q, spec=q.spec.model_copy(update={"expected_yes_rate": rate})))
         label_questions(stated, DATA / "train.parquet", out, sample=sample, progress=True)
         if seed_ids(out) != seed:

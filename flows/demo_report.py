@@ -61,8 +61,9 @@ def markdown(summary: dict[str, Any]) -> str:
              "",
              f"F1 of the yes class against gold, **every column on the same {summary['dev_records']:,} dev records**: "
              "each source alone (an abstain counts as no), majority vote of the sources, the combined labels (label "
-             "model over the dev records' votes, dev's class balance estimated), baselines trained on the same seed labels with the student's "
-             "threshold rule, the student adapter (the version this run trained, promoted or not), and the student "
+             "model over the dev records' votes, dev's class balance estimated), baselines trained on the same "
+             "seed labels with the student's threshold rule, the student adapter (the version this run trained, "
+             "promoted or not), and the student "
              f"with its least sure {summary.get('cascade_share', 0):.0%} of records sent to the recorded teacher.", "",
              "| question | yes | " + " | ".join(names) + " | promotion |", "|---|---:|" + "---:|" * len(names) + "---|"]
     for qid, row in rows.items():

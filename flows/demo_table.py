@@ -3,10 +3,11 @@
 Per question, F1 of the yes class on all dev records for: each labelling source alone (an abstain counts
 as no), majority vote of the sources, the combined labels (the label model over the dev records' own
 votes, with its own estimate of dev's class balance: a question's ``expected_yes_rate`` is the rate of the
-seed it was read from, and dev is not toxic-enriched), the student adapter, the baselines trained on the same seed labels (TF-IDF + LR, MiniLM
-embeddings + LR; :mod:`assay.distill.baselines`), and the cascade (the least sure share of records sent
-to the recorded teacher). Beside it: the student against each recorded teacher on the records that
-teacher answered, and records/s and cost per 1,000 records for teacher and student.
+seed it was read from, and dev is not toxic-enriched), the student adapter, the baselines trained on the
+same seed labels (TF-IDF + LR, MiniLM embeddings + LR; :mod:`assay.distill.baselines`), and the cascade
+(the least sure share of records sent to the recorded teacher). Beside it: the student against each
+recorded teacher on the records that teacher answered, and records/s and cost per 1,000 records for teacher
+and student.
 """
 
 from __future__ import annotations
