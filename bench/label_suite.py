@@ -32,7 +32,7 @@ from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKE
 from labelbench.report import plot, tables  # noqa: E402
 from labelbench.synthetic import CASES, synthetic_set  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
-from stats import accuracy, f1, paired_bootstrap  # noqa: E402
+from stats import accuracy, f1, interval, paired_deltas  # noqa: E402
 
 from assay.labeling.metrics import prevalence_labels  # noqa: E402
 from assay.labeling.model.label_model import PRIOR_COUNT  # noqa: E402
@@ -51,8 +51,9 @@ def goal_metric(truth: np.ndarray) -> tuple[str, callable]:
     return "f1_rare", lambda y, p: f1(~np.asarray(y, bool), ~np.asarray(p, bool))
 
 
-def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int) -> dict:
-    """All methods on one set part: metrics, labelled-yes rate, and paired-bootstrap deltas of the goal metric."""
+def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int) -> tuple[dict, dict]:
+    """All methods on one set part: metrics, labelled-yes rate, and paired-bootstrap deltas of the goal metric
+    (the row), with the deltas' bootstrap draws per method (for intervals over the whole suite)."""
     matrix = vote_matrix(bench.votes)
     started = time.perf_counter()
     balance = _balance(matrix, balance_from)
@@ -60,7 +61,7 @@ def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int)
     name, metric = goal_metric(truth)
     row = {"set": bench.name, "family": bench.family, "n": int(len(truth)), "sources": len(matrix.sources),
            "true_rate": round(float(truth.mean()), 4), "balance": round(balance, 4), "goal": name, "methods": {}}
-    labels = {}
+    labels, draws = {}, {}
     for method in methods:
         t = time.perf_counter()
         p = run_method(method, matrix, balance)
@@ -74,10 +75,25 @@ def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int)
                                   "constant": bool(y.all() or not y.any()), "seconds": round(time.perf_counter() - t, 2)}
     if "assay" in labels:
         for other in [m for m in ("majority", *BASELINES) if m in labels]:
-            delta, low, high = paired_bootstrap(metric, truth, labels["assay"], labels[other], n=boot)
-            row.setdefault("delta_vs", {})[other] = [round(delta, 4), round(low, 4), round(high, 4)]
+            delta, draws[other] = paired_deltas(metric, truth, labels["assay"], labels[other], n=boot)
+            row.setdefault("delta_vs", {})[other] = [round(delta, 4), *(round(x, 4) for x in interval(draws[other]))]
     row["seconds"] = round(time.perf_counter() - started, 2)
-    return row
+    return row, draws
+
+
+def mean_margins(rows: list[dict], draws: list[dict]) -> dict[str, list[float]]:
+    """Per method: assay's goal metric minus the method's, averaged over the sets, with a 95 % interval from
+    resampling the records within each set (the same draws as the per-set intervals). Where a method cannot run
+    (Snorkel under 3 sources) it scores as majority vote, as in the suite's means."""
+    margins = {}
+    for method in BASELINES:
+        per_set = [(row["delta_vs"].get(method, row["delta_vs"]["majority"])[0], d.get(method, d["majority"]))
+                   for row, d in zip(rows, draws) if "majority" in d]
+        if per_set:
+            mean = float(np.mean([delta for delta, _ in per_set]))
+            low, high = interval(np.mean([d for _, d in per_set], axis=0))
+            margins[method] = [round(mean, 4), round(low, 4), round(high, 4)]
+    return margins
 
 
 def _balance(matrix, balance_from: str) -> float:
@@ -120,17 +136,20 @@ def main() -> None:
     out = args.out or Path(__file__).resolve().parent / "results" / f"labelbench_{args.part}.json"
     header = provenance(vars(args))
     methods = args.methods.split(",")
-    rows = []
+    rows, draws = [], []
     from tqdm.auto import tqdm
 
     for bench in tqdm(suite(args.part, args.families.split(","), args.cache, args.rebuild_jigsaw), desc="sets", unit="set"):
-        rows.append(score_set(bench, methods, args.balance_from, args.bootstrap))
+        row, row_draws = score_set(bench, methods, args.balance_from, args.bootstrap)
+        rows.append(row)
+        draws.append(row_draws)
+    margins = mean_margins(rows, draws)
     config = {**vars(args), "decision_rule": "prevalence_labels(p, balance)", "rare_below": RARE,
               "snorkel_epochs": SNORKEL_EPOCHS, "snorkel_lr": SNORKEL_LR, "ds_iterations": DS_ITER,
               "ds_smoothing": DS_SMOOTHING, "label_model_prior_count": PRIOR_COUNT.tolist()}
     header["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
-    write_result(out, config, rows, header=header)
-    text = tables(rows, args.part)
+    write_result(out, config, {"sets": rows, "mean_margin_vs": margins}, header=header)
+    text = tables(rows, args.part, margins)
     out.with_suffix(".md").write_text(text)
     plot(rows, out.with_suffix(".png"), args.part)
     print(text)

@@ -45,17 +45,26 @@ def bootstrap_ci(metric: Metric, y: np.ndarray, pred: np.ndarray, n: int = 1000,
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(y), size=(n, len(y)))
     values = np.array([metric(y[d], pred[d]) for d in draws])
+    return (metric(y, pred), *interval(values, level))
+
+
+def paired_deltas(metric: Metric, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000,
+                  seed: int = 0) -> tuple[float, np.ndarray]:
+    """metric(a) - metric(b) on all records, and on each of `n` resamples of the records (the same for both)."""
+    y, pred_a, pred_b = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
+    draws = np.random.default_rng(seed).integers(0, len(y), size=(n, len(y)))
+    deltas = np.array([metric(y[d], pred_a[d]) - metric(y[d], pred_b[d]) for d in draws])
+    return metric(y, pred_a) - metric(y, pred_b), deltas
+
+
+def interval(deltas: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws."""
     tail = (1 - level) / 2 * 100
-    return metric(y, pred), float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    return float(np.percentile(deltas, tail)), float(np.percentile(deltas, 100 - tail))
 
 
 def paired_bootstrap(metric: Metric, y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000,
                      seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(delta, low, high) of metric(a) - metric(b), both scored on the same resampled records each time."""
-    y, pred_a, pred_b = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(y), size=(n, len(y)))
-    deltas = np.array([metric(y[d], pred_a[d]) - metric(y[d], pred_b[d]) for d in draws])
-    tail = (1 - level) / 2 * 100
-    return (metric(y, pred_a) - metric(y, pred_b), float(np.percentile(deltas, tail)),
-            float(np.percentile(deltas, 100 - tail)))
+    delta, deltas = paired_deltas(metric, y, pred_a, pred_b, n, seed)
+    return (delta, *interval(deltas, level))

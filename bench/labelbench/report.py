@@ -40,8 +40,9 @@ def summary(rows: list[dict]) -> dict:
             "fails_best": [s["set"] for s in per_set if not s["ok_best"]]}
 
 
-def tables(rows: list[dict], part: str) -> str:
-    """One overview table (goal metric per set and method), the goal checks, then one table per set."""
+def tables(rows: list[dict], part: str, margins: dict[str, list[float]] | None = None) -> str:
+    """One overview table (goal metric per set and method), the goal checks (with `margins`, as written by
+    `label_suite.mean_margins`: the mean margin over each baseline and its interval), then one table per set."""
     lines = [f"### Part `{part}`: goal metric per set", "",
              "| set | n | sources | true P(yes) | est. balance | goal | " + " | ".join(SHOWN) + " |",
              "|---|---:|---:|---:|---:|---|" + "---:|" * len(SHOWN)]
@@ -59,8 +60,12 @@ def tables(rows: list[dict], part: str) -> str:
     lines += ["", f"Mean of the best baseline per set: {s['mean_best_per_set']:.3f}; best baseline on average: "
               f"{s['best_baseline_mean']:.3f}; {who}: {s['means'][who]:.3f}.",
               f"Sets where {who} is below majority vote by more than 0.01: {', '.join(s['fails_mv']) or 'none'}.",
-              f"Sets where {who} is below the best baseline by more than 0.02: {', '.join(s['fails_best']) or 'none'}.",
-              ""]
+              f"Sets where {who} is below the best baseline by more than 0.02: {', '.join(s['fails_best']) or 'none'}."]
+    if margins:
+        lines.append(f"Mean margin of {who} over each method, with 95 % intervals from resampling the records within "
+                     "every set: " + "; ".join(f"{m} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (d, lo, hi) in margins.items())
+                     + ".")
+    lines.append("")
     for row in rows:
         lines += [f"#### {row['set']} ({part})", "",
                   "| method | accuracy | F1 (yes) | goal | labelled yes | constant | Δ goal assay − method [95 % CI] |",
