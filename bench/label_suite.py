@@ -2,13 +2,16 @@
 
 Each set is scored on one part of its fixed split (`tune`: seen while developing the combiner; `untouched`:
 kept back until the end). `holdout2` was added after the untouched part had been scored: fresh synthetic
-draws (seed 2) and the Pang & Lee reviews under the frozen polarity rules, none of it seen before. Every method gets the same class balance (Assay's estimate, no gold) and the same
-decision rule (label yes the top balance·n records by P(yes), tie groups kept whole). Goal metric per set:
+draws (seed 2) and the Pang & Lee reviews under the frozen polarity rules, none of it seen before. `holdout3`
+was added after that: fresh synthetic draws (seed 3) and German, French and Dutch book reviews under keyword
+sources frozen before any number on them (`labelbench/rules_holdout3.yaml`). Every method gets the same class
+balance (Assay's estimate, no gold) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept whole). Goal metric per set:
 accuracy, or F1 of the rarer class where it is under 20 % of the records.
 
     .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
     .venv/bin/python bench/label_suite.py --part untouched
     .venv/bin/python bench/label_suite.py --part holdout2 --families synthetic,real
+    .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labelbench.corpora import holdout2_sets, real_sets  # noqa: E402
+from labelbench.corpora import holdout2_sets, holdout3_sets, real_sets  # noqa: E402
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
 from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
@@ -39,6 +42,7 @@ from assay.labeling.model.label_model import PRIOR_COUNT  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
 
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
+HOLDOUTS = {"holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets)}  # part: (synthetic seed, real sets)
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:
@@ -109,9 +113,9 @@ def _balance(matrix, balance_from: str) -> float:
 def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = False) -> list[BenchSet]:
     """The sets of the suite, cut to `part`."""
     sets: list[BenchSet] = []
-    if part == "holdout2":
-        sets += [synthetic_set(name, 2) for name in CASES] if "synthetic" in families else []
-        return sets + (holdout2_sets(cache / "corpora") if "real" in families else [])
+    if part in HOLDOUTS:
+        sets += [synthetic_set(name, HOLDOUTS[part][0]) for name in CASES] if "synthetic" in families else []
+        return sets + (HOLDOUTS[part][1](cache / "corpora") if "real" in families else [])
     if "synthetic" in families:
         sets += [synthetic_set(name, 0 if part == "tune" else 1) for name in CASES]
     if "jigsaw" in families:
@@ -123,7 +127,7 @@ def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = Fa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("tune", "untouched", "holdout2"), required=True)
+    parser.add_argument("--part", choices=("tune", "untouched", *HOLDOUTS), required=True)
     parser.add_argument("--families", default="synthetic,jigsaw,real")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0"),
