@@ -5,13 +5,17 @@ kept back until the end). `holdout2` was added after the untouched part had been
 draws (seed 2) and the Pang & Lee reviews under the frozen polarity rules, none of it seen before. `holdout3`
 was added after that: fresh synthetic draws (seed 3) and German, French and Dutch book reviews under keyword
 sources frozen before any number on them (`labelbench/rules_holdout3.yaml`). Every method gets the same class
-balance (Assay's estimate, no gold) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept whole). Goal metric per set:
-accuracy, or F1 of the rarer class where it is under 20 % of the records.
+balance (Assay's estimate, no gold; with `--balance-from stated`, the rate a data team would state as
+`expected_yes_rate`, which Assay's label model is then told too) and the same decision rule (label yes the top
+balance·n records by P(yes), tie groups kept whole). Goal metric per set: accuracy, or F1 of the rarer class
+where it is under 20 % of the records.
 
     .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
     .venv/bin/python bench/label_suite.py --part untouched
     .venv/bin/python bench/label_suite.py --part holdout2 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
+    .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
+        --out bench/results/labelbench_holdout3_stated.json
 """
 
 from __future__ import annotations
@@ -60,15 +64,15 @@ def score_set(bench: BenchSet, methods: list[str], balance_from: str, boot: int)
     (the row), with the deltas' bootstrap draws per method (for intervals over the whole suite)."""
     matrix = vote_matrix(bench.votes)
     started = time.perf_counter()
-    balance = _balance(matrix, balance_from)
     truth = bench.truth
+    balance = stated_rate(truth) if balance_from == "stated" else _balance(matrix, balance_from)
     name, metric = goal_metric(truth)
     row = {"set": bench.name, "family": bench.family, "n": int(len(truth)), "sources": len(matrix.sources),
            "true_rate": round(float(truth.mean()), 4), "balance": round(balance, 4), "goal": name, "methods": {}}
     labels, draws = {}, {}
     for method in methods:
         t = time.perf_counter()
-        p = run_method(method, matrix, balance)
+        p = run_method(method, matrix, balance, told=balance_from == "stated")
         if p is None:
             row["methods"][method] = None
             continue
@@ -98,6 +102,11 @@ def mean_margins(rows: list[dict], draws: list[dict]) -> dict[str, list[float]]:
             low, high = interval(np.mean([d for _, d in per_set], axis=0))
             margins[method] = [round(mean, 4), round(low, 4), round(high, 4)]
     return margins
+
+
+def stated_rate(truth: np.ndarray) -> float:
+    """The yes rate a data team states (`expected_yes_rate`): the true rate to one significant figure."""
+    return float(f"{truth.mean():.1g}")
 
 
 def _balance(matrix, balance_from: str) -> float:
@@ -130,8 +139,9 @@ def main() -> None:
     parser.add_argument("--part", choices=("tune", "untouched", *HOLDOUTS), required=True)
     parser.add_argument("--families", default="synthetic,jigsaw,real")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0"),
-                        help="whose class-balance estimate every method gets")
+    parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0", "stated"),
+                        help="whose class-balance estimate every method gets (stated: the true rate to one "
+                             "significant figure, as a data team states it; Assay's label model is told it too)")
     parser.add_argument("--bootstrap", type=int, default=500)
     parser.add_argument("--rebuild-jigsaw", action="store_true", help="recompute the Jigsaw votes (slow: MiniLM)")
     parser.add_argument("--cache", type=Path, default=Path("runs/labelbench"))
@@ -153,7 +163,7 @@ def main() -> None:
               "ds_smoothing": DS_SMOOTHING, "label_model_prior_count": PRIOR_COUNT.tolist()}
     header["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
     write_result(out, config, {"sets": rows, "mean_margin_vs": margins}, header=header)
-    text = tables(rows, args.part, margins)
+    text = tables(rows, args.part, margins, "stated balance" if args.balance_from == "stated" else "est. balance")
     out.with_suffix(".md").write_text(text)
     plot(rows, out.with_suffix(".png"), args.part)
     print(text)

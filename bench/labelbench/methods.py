@@ -1,5 +1,6 @@
-"""Every combiner of the suite on equal terms: each gets the same estimated class balance (Assay's, made
-without gold) and the same decision rule (`prevalence_labels`: the top share of records by P(yes))."""
+"""Every combiner of the suite on equal terms: each gets the same class balance (Assay's estimate, made
+without gold; or the rate a data team states) and the same decision rule (`prevalence_labels`: the top share
+of records by P(yes))."""
 
 from __future__ import annotations
 
@@ -102,6 +103,12 @@ def assay(matrix: VoteMatrix, balance: float) -> np.ndarray:
     return combine(matrix, method="label_model").probs.column("p_yes").to_numpy().astype(np.float64)
 
 
+def assay_told(matrix: VoteMatrix, balance: float) -> np.ndarray:
+    """Assay's label model told the class balance (`class_balance`, as a question's `expected_yes_rate` does)."""
+    return combine(matrix, method="label_model", class_balance=balance).probs.column("p_yes").to_numpy().astype(
+        np.float64)
+
+
 def assay_v0(matrix: VoteMatrix, balance: float) -> np.ndarray:
     """The pre-issue-12 label model's P(yes) (its own prior), put through the shared decision rule."""
     return v0_combine(matrix.votes, matrix.conf)[0]
@@ -113,11 +120,13 @@ METHODS: dict[str, Scorer] = {"majority": majority, "weighted": weighted, "snork
 BASELINES = ("majority", "weighted", "snorkel", "dawid_skene", "hyper_lm")
 
 
-def run_method(name: str, matrix: VoteMatrix, balance: float) -> np.ndarray | None:
-    """P(yes) of one method, or None where it cannot run on these votes (e.g. Snorkel with 2 sources)."""
+def run_method(name: str, matrix: VoteMatrix, balance: float, told: bool = False) -> np.ndarray | None:
+    """P(yes) of one method, or None where it cannot run on these votes (e.g. Snorkel with 2 sources). With
+    `told`, the balance is the one a data team states, and Assay's label model is given it as well."""
+    scorer = assay_told if told and name == "assay" else METHODS[name]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return METHODS[name](matrix, balance)
+            return scorer(matrix, balance)
     except ValueError:
         return None

@@ -40,11 +40,13 @@ def summary(rows: list[dict]) -> dict:
             "fails_best": [s["set"] for s in per_set if not s["ok_best"]]}
 
 
-def tables(rows: list[dict], part: str, margins: dict[str, list[float]] | None = None) -> str:
-    """One overview table (goal metric per set and method), the goal checks (with `margins`, as written by
-    `label_suite.mean_margins`: the mean margin over each baseline and its interval), then one table per set."""
+def tables(rows: list[dict], part: str, margins: dict[str, list[float]] | None = None,
+           balance: str = "est. balance") -> str:
+    """One overview table (goal metric per set and method; `balance` heads the class-balance column), the goal
+    checks (with `margins`, as written by `label_suite.mean_margins`: the mean margin over each baseline and its
+    interval), then one table per set."""
     lines = [f"### Part `{part}`: goal metric per set", "",
-             "| set | n | sources | true P(yes) | est. balance | goal | " + " | ".join(SHOWN) + " |",
+             f"| set | n | sources | true P(yes) | {balance} | goal | " + " | ".join(SHOWN) + " |",
              "|---|---:|---:|---:|---:|---|" + "---:|" * len(SHOWN)]
     for row in rows:
         cells = []
