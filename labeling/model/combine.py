@@ -13,7 +13,9 @@ Methods:
 Class balance: the label model's estimate, or `class_balance` when the caller knows it. Decision rule, the
 same for every method: label yes the class-balance share of records with the highest P(yes), records with
 equal P(yes) alike (`assay.labeling.metrics.prevalence_labels`). Records nobody voted on get the class
-balance as P(yes) under every method.
+balance as P(yes) under the votes (majority, weighted); under the label model they get what every silent
+source's rates say (a one-way source that did not fire is weak evidence for the other class). Setting them
+to the balance instead was measured on the label suite and not adopted (docs/QUALITY.md).
 
 Input the model cannot identify gets the honest answer and a warning: no source voted, or only constant
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
