@@ -1,0 +1,76 @@
+"""bench/labelbench: the hold-outs' building blocks. The frozen rule files load as Assay rules sources, the
+opposite question swaps every direction and nothing else, a rare variant keeps every "no" record and only
+some "yes" ones, the rated and labelled corpus readers parse what the sdists ship (column order included),
+and the stated rate is the true rate to one significant figure."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from label_suite import stated_rate  # noqa: E402
+from labelbench.corpora import HERE, rare_variant, read_corpus, read_rated, rule_votes, swapped  # noqa: E402
+from labelbench.data import BenchSet  # noqa: E402
+
+from assay.schemas.questions import RulesSource  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml"])
+def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
+    spec = yaml.safe_load((HERE / name).read_text())
+    sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
+    assert sources
+    for source in sources:
+        RulesSource(kind="rules", **source)
+
+
+def test_swapped_exchanges_yes_and_no_only() -> None:
+    spec = [{"name": "a", "yes_keywords": ["good"], "no_patterns": ["bad"], "case_sensitive": True}]
+    assert swapped(spec) == [{"name": "a", "no_keywords": ["good"], "yes_patterns": ["bad"], "case_sensitive": True}]
+    texts, ids = ["good day", "bad day", "a day"], ["1", "2", "3"]
+    straight = rule_votes(spec, ids, texts).column("a").to_pylist()
+    opposite = rule_votes(swapped(spec), ids, texts).column("a").to_pylist()
+    assert straight == [1, 0, -1] and opposite == [0, 1, -1]
+
+
+def test_rare_variant_keeps_every_no_and_a_fixed_share_of_yes() -> None:
+    n = 4000
+    truth = np.arange(n) % 2 == 0
+    votes = pa.table({"id": [f"r{i}" for i in range(n)], "s": pa.array(np.zeros(n, np.int8))})
+    rare = rare_variant(BenchSet("x", "x", votes, truth), 0.1, "x-rare")
+    assert rare.name == "x-rare" and (~rare.truth).sum() == (~truth).sum()
+    assert 0.07 < rare.truth.sum() / truth.sum() < 0.13
+    again = rare_variant(BenchSet("x", "x", votes, truth), 0.1)
+    assert again.votes.column("id").to_pylist() == rare.votes.column("id").to_pylist()
+
+
+def test_read_rated_parses_vader_ground_truth(tmp_path: Path) -> None:
+    path = tmp_path / "tweets_GroundTruth.txt"
+    path.write_bytes(b"1\t2.5\tso lucky\r\n2\t-1.25\tugh, again\r\nbroken line\r\n")
+    ids, texts, rating = read_rated(path)
+    assert ids == ["tweets_GroundTruth/1", "tweets_GroundTruth/2"]
+    assert texts == ["so lucky", "ugh, again"] and rating.tolist() == [2.5, -1.25]
+
+
+def test_read_corpus_takes_either_column_order(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text('1,"great, really"\n-1,dull\n', encoding="utf-8")
+    (tmp_path / "b.csv").write_text('"great, really",1\ndull,-1\n', encoding="utf-8")
+    first = read_corpus(tmp_path / "a.csv", "1")
+    second = read_corpus(tmp_path / "b.csv", "1", text_first=True)
+    assert first[1] == second[1] == ["great, really", "dull"]
+    assert first[2].tolist() == second[2].tolist() == [True, False]
+
+
+@pytest.mark.parametrize(("rate", "stated"), [(0.0372, 0.04), (0.0241, 0.02), (0.5, 0.5), (0.148, 0.1), (0.003, 0.003)])
+def test_stated_rate_is_one_significant_figure(rate: float, stated: float) -> None:
+    n = 100_000
+    truth = np.arange(n) < round(rate * n)
+    assert stated_rate(truth) == pytest.approx(stated)
