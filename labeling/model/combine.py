@@ -21,7 +21,9 @@ Input the model cannot identify gets the honest answer and a warning: no source 
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
 votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, the
 no class left with under two records' worth of probability, or one label for every record) falls back to
-weighted vote with the class balance unknown (0.5), and the reason says so.
+weighted vote with the class balance unknown (0.5), and the reason says so. When one large tie group (most
+often the records nobody voted on) puts the labels' yes rate far from the class balance, a warning says so
+and what to do.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estima
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
+# Labels whose yes rate lies this far from the class balance (both as a ratio and in points) because one tie
+# group decided it get a warning: the labels then follow the tie rule, not the balance.
+TIE_RATIO, TIE_POINTS = 1.5, 0.05
 
 
 @dataclass
@@ -220,6 +225,26 @@ def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray) -> str | None:
     return None
 
 
+def _tie_warning(p_yes: np.ndarray, labels: np.ndarray, prior: float, silent: np.ndarray, given: bool) -> str | None:
+    """A warning when the labels' yes rate lands far from the class balance because the balance's count falls
+    inside one large group of records with the same P(yes), which the decision rule labels alike."""
+    n = len(labels)
+    rate = float(labels.mean()) if n else 0.0
+    if not n or abs(rate - prior) < TIE_POINTS or 1 / TIE_RATIO < (rate + 1e-9) / (prior + 1e-9) < TIE_RATIO:
+        return None
+    values, counts = np.unique(p_yes, return_counts=True)
+    ends = np.cumsum(counts[::-1])  # yes count after taking the groups from the highest P(yes) down
+    group = int(np.searchsorted(ends, prior * n, side="right"))  # the group the count falls inside
+    if group >= len(ends):
+        return None
+    members = p_yes == values[::-1][group]
+    who = "records nobody voted on" if silent[members].all() else "records"
+    return (f"{rate:.0%} of the records are labelled yes for a class balance of {prior:.0%}: {members.sum():,} "
+            f"{who} ({members.mean():.0%}) share one P(yes) ({values[::-1][group]:.3f}) and are labelled alike; "
+            + ("" if given else "state the rate you expect (`expected_yes_rate`, `--class-balance`) or ")
+            + "add a source that votes on those records")
+
+
 def _constant_labels(p_yes: np.ndarray, prior: float) -> bool:
     """The decision rule labels every record alike (the caller has checked that both classes hold records)."""
     labels, _ = prevalence_labels(p_yes, prior)
@@ -272,6 +297,7 @@ def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table |
         reason = f"{reason}; {fit.fallback}"
     p_yes = scores[chosen] if chosen in scores else _scores(chosen, matrix, prior)
     labels, threshold = prevalence_labels(p_yes, prior)
+    tie = _tie_warning(p_yes, labels, prior, (matrix.votes == ABSTAIN).all(axis=1), class_balance is not None)
     probs = pa.table({"id": matrix.ids, "p_yes": pa.array(p_yes.astype(np.float32)),
                       "label": pa.array(labels.astype(np.int8))})
     return CombineResult(
@@ -280,6 +306,7 @@ def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table |
         coverage={name: round(float((matrix.votes[:, j] >= 0).mean()) if len(matrix.votes) else 0.0, 4)
                   for j, name in enumerate(matrix.sources)},
         prior=round(prior, 4), threshold=round(threshold, 4), candidates=candidates,
-        warnings=fit.warnings + ([fit.fallback] if fit.fallback else []), balance_known=fit.balance_known,
+        warnings=fit.warnings + ([fit.fallback] if fit.fallback else []) + ([tie] if tie else []),
+        balance_known=fit.balance_known,
     )
 

@@ -193,3 +193,41 @@ def test_yes_only_keyword_rules_all_explained_away_count_as_a_collapse():
     assert 0.1 < float(np.mean(result.probs.column("p_yes").to_numpy() >= 0.5)) < 0.9
     held = combine(votes, class_balance=0.49)  # a stated balance is the data team's word: no fallback
     assert held.balance_known and "collapsed" not in held.reason
+
+
+def silent_majority_votes(n: int = 4000) -> pa.Table:
+    """Three sources naming 15 % of the records yes and 10 % no; nobody votes on the other 75 %."""
+    a, b, c = (np.full(n, -1) for _ in range(3))
+    a[:600], b[:500], c[100:600] = 1, 1, 1
+    a[600:1000], b[650:1000], c[600:900] = 0, 0, 0
+    return table(a, b, c)
+
+
+def test_a_silent_tie_group_that_moves_the_yes_rate_off_the_balance_is_warned_about():
+    # Told 30 % yes, the rule can only label the 15 % the sources named (the silent 75 % is one tie group):
+    # the labels' yes rate then says nothing about the balance, and the user is told why and what to do.
+    result = combine(silent_majority_votes(), method="label_model", class_balance=0.3)
+    assert labels(result).mean() == pytest.approx(0.15)
+    tie = [w for w in result.warnings if "labelled alike" in w]
+    assert len(tie) == 1
+    assert "15% of the records are labelled yes for a class balance of 30%" in tie[0]
+    assert "3,000 records nobody voted on (75%)" in tie[0] and "add a source" in tie[0]
+    assert "expected_yes_rate" not in tie[0]  # the rate was given: no point asking for it
+
+
+def test_the_tie_warning_asks_for_the_rate_when_it_was_estimated():
+    from assay.labeling.model.combine import _tie_warning
+
+    p = np.r_[np.full(100, 0.9), np.full(700, 0.4), np.full(200, 0.1)]
+    chosen, _ = prevalence_labels(p, 0.3)
+    assert chosen.mean() == pytest.approx(0.8)  # the 70 % group is taken whole
+    warning = _tie_warning(p, chosen, 0.3, np.r_[np.zeros(100, bool), np.ones(700, bool), np.zeros(200, bool)],
+                           given=False)
+    assert "80% of the records are labelled yes for a class balance of 30%" in warning
+    assert "700 records nobody voted on (70%)" in warning and "expected_yes_rate" in warning
+
+
+def test_labels_that_follow_the_balance_carry_no_tie_warning():
+    votes, _ = one_way_sources(20_000, 0.3)
+    result = combine(votes, method="label_model")
+    assert not [w for w in result.warnings if "labelled alike" in w]
