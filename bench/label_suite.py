@@ -39,7 +39,7 @@ from labelbench.corpora import holdout2_sets, holdout3_sets, holdout4_sets, hold
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
 from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
-from labelbench.report import plot, tables  # noqa: E402
+from labelbench.report import by_kind, plot, tables  # noqa: E402
 from labelbench.synthetic import CASES, synthetic_set  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
 from stats import accuracy, f1, interval, paired_deltas  # noqa: E402
@@ -166,7 +166,7 @@ def main() -> None:
               "snorkel_epochs": SNORKEL_EPOCHS, "snorkel_lr": SNORKEL_LR, "ds_iterations": DS_ITER,
               "ds_smoothing": DS_SMOOTHING, "label_model_prior_count": PRIOR_COUNT.tolist()}
     header["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
-    write_result(out, config, {"sets": rows, "mean_margin_vs": margins}, header=header)
+    write_result(out, config, {"sets": rows, "mean_margin_vs": margins, "by_kind": by_kind(rows)}, header=header)
     text = tables(rows, args.part, margins, "stated balance" if args.balance_from == "stated" else "est. balance")
     out.with_suffix(".md").write_text(text)
     plot(rows, out.with_suffix(".png"), args.part)

@@ -16,6 +16,19 @@ def _goal(row: dict, method: str) -> float | None:
     return None if scores is None else scores["goal"]
 
 
+def kind(row: dict) -> str:
+    """What kind of set a row is: synthetic, Jigsaw (rules, MiniLM and GPT-4 sources) or real keyword lists."""
+    return row["family"] if row["family"] in ("synthetic", "jigsaw") else "keyword lists"
+
+
+def by_kind(rows: list[dict], methods: tuple[str, ...] = ("majority", "snorkel", "assay")) -> dict[str, dict]:
+    """Per kind of set: how many sets, and each method's mean goal metric over them (as `summary` means)."""
+    kinds = sorted({kind(row) for row in rows})
+    return {k: {"sets": sum(kind(r) == k for r in rows),
+                **{m: v for m, v in summary([r for r in rows if kind(r) == k])["means"].items() if m in methods}}
+            for k in kinds}
+
+
 def summary(rows: list[dict]) -> dict:
     """Goal checks: assay vs majority (-0.01), vs the best baseline per set (-0.02), mean vs best-on-average."""
     per_set, means = [], {}
@@ -63,6 +76,10 @@ def tables(rows: list[dict], part: str, margins: dict[str, list[float]] | None =
               f"{s['best_baseline_mean']:.3f}; {who}: {s['means'][who]:.3f}.",
               f"Sets where {who} is below majority vote by more than 0.01: {', '.join(s['fails_mv']) or 'none'}.",
               f"Sets where {who} is below the best baseline by more than 0.02: {', '.join(s['fails_best']) or 'none'}."]
+    kinds = by_kind(rows)
+    lines.append("Mean goal metric by kind of set: " + "; ".join(
+        f"{k} ({v['sets']}): " + ", ".join(f"{m} {x:.3f}" for m, x in v.items() if m != "sets")
+        for k, v in kinds.items()) + ".")
     if margins:
         lines.append(f"Mean margin of {who} over each method, with 95 % intervals from resampling the records within "
                      "every set: " + "; ".join(f"{m} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (d, lo, hi) in margins.items())

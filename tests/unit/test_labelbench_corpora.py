@@ -74,3 +74,20 @@ def test_stated_rate_is_one_significant_figure(rate: float, stated: float) -> No
     n = 100_000
     truth = np.arange(n) < round(rate * n)
     assert stated_rate(truth) == pytest.approx(stated)
+
+
+def test_by_kind_splits_synthetic_jigsaw_and_keyword_sets() -> None:
+    from labelbench.report import by_kind
+
+    def row(family: str, assay: float, majority: float, snorkel: float | None = None) -> dict:
+        scores = {"assay": {"goal": assay}, "majority": {"goal": majority},
+                  "snorkel": None if snorkel is None else {"goal": snorkel}}
+        return {"set": family, "family": family, "methods": scores}
+
+    kinds = by_kind([row("synthetic", 0.9, 0.7), row("jigsaw", 0.6, 0.5), row("spam", 0.4, 0.5),
+                     row("tweets", 0.2, 0.3, snorkel=0.35)])
+    assert kinds["synthetic"] == {"sets": 1, "majority": 0.7, "assay": 0.9}
+    assert kinds["jigsaw"] == {"sets": 1, "majority": 0.5, "assay": 0.6}
+    assert kinds["keyword lists"]["sets"] == 2 and kinds["keyword lists"]["assay"] == pytest.approx(0.3)
+    assert kinds["keyword lists"]["majority"] == pytest.approx(0.4)
+    assert kinds["keyword lists"]["snorkel"] == pytest.approx(0.425)  # where it cannot run: majority vote's
