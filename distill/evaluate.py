@@ -258,8 +258,8 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
 
 def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) -> str | None:
     """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, a guessed
-    class balance, too few held-out yes records, not better than TF-IDF + logistic regression on the same
-    labels, ``min_f1``."""
+    class balance, labels a tie group moved far from the balance, too few held-out yes records, not better than
+    TF-IDF + logistic regression on the same labels, ``min_f1``."""
     training, hold = version.manifest.get("training", {}), metrics.get("holdout", {})
     if "yes_rate" not in training or "baseline" not in hold:
         return ("not promoted: the manifest has no label yes rate or baseline measurement (trained by an older "
@@ -276,6 +276,12 @@ def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) 
                 f"({label_model.get('reason', 'its fit collapsed')}), so the labels' yes rate ({rate:.1%}) is a guess; set `expected_yes_rate` in the question file "
                 "(the share of yes you expect, from a sample you read) or add sources that vote both ways, then "
                 "label and train again")
+    if rules.require_labels_near_balance and label_model.get("labels_follow_balance") is False:
+        return (f"not promoted: the labels say yes to {rate:.1%} of the seed for a class balance of "
+                f"{label_model.get('prior', float('nan')):.1%}, because one large group of records with the same "
+                "P(yes) (most often those no source voted on) was labelled alike (see the label report's warning); "
+                "add a source that votes on those records (an embedding source votes on every record) and, if "
+                "the question file has none, an `expected_yes_rate`; then label and train again")
     if hold["positives"] < rules.min_holdout_positives:
         need = math.ceil(rules.min_holdout_positives * seed / max(hold["positives"], 1))
         return (f"not promoted: the hold-out holds {hold['positives']} yes record(s), fewer than min_holdout_positives "

@@ -59,6 +59,7 @@ class QuestionSummary:
     teachers: dict[str, dict] = field(default_factory=dict)  # teacher name -> requests, cost, ...
     warnings: list[str] = field(default_factory=list)  # what the label model could not identify, fallbacks
     balance_known: bool = True  # False: the class balance is a guess (0.5); the gate refuses such labels
+    labels_follow_balance: bool = True  # False: one tie group moved the yes rate far from it; the gate refuses
 
 
 @dataclass
@@ -255,4 +256,4 @@ def _question_summary(loaded: LoadedQuestion, result: CombineResult, gold_scores
     return QuestionSummary(result.method, result.reason, result.prior, result.threshold,
                            round(float(labels.mean()) if len(labels) else 0.0, 4), result.source_accuracy,
                            result.coverage, {s.name: s.weight for s in loaded.spec.sources}, gold_scores, teachers,
-                           result.warnings, result.balance_known)
+                           result.warnings, result.balance_known, result.labels_follow_balance)

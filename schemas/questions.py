@@ -213,6 +213,9 @@ class Promotion(_Strict):
     require_known_balance: bool = Field(default=True, description=(
         "Refuse labels whose class balance is a guess (the label model collapsed or could not be identified, "
         "and no expected_yes_rate or gold was given): their yes rate says nothing about the question."))
+    require_labels_near_balance: bool = Field(default=True, description=(
+        "Refuse labels whose yes rate one tie group moved far from the class balance (most often the records "
+        "no source voted on, labelled alike): they follow the tie rule, not the question."))
 
 
 class QuestionSpec(_Strict):

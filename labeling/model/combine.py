@@ -63,6 +63,7 @@ class CombineResult:
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # gold scores per method (with gold)
     warnings: list[str] = field(default_factory=list)  # what the model could not identify, fallbacks
     balance_known: bool = True  # False: `prior` is a guess (0.5): the labels' yes rate says nothing
+    labels_follow_balance: bool = True  # False: one tie group moved the labels' yes rate far from `prior`
 
 
 def majority_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
@@ -307,6 +308,6 @@ def combine(votes: pa.Table | VoteMatrix, method: str = "auto", gold: pa.Table |
                   for j, name in enumerate(matrix.sources)},
         prior=round(prior, 4), threshold=round(threshold, 4), candidates=candidates,
         warnings=fit.warnings + ([fit.fallback] if fit.fallback else []) + ([tie] if tie else []),
-        balance_known=fit.balance_known,
+        balance_known=fit.balance_known, labels_follow_balance=tie is None,
     )
 

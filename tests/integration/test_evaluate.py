@@ -190,3 +190,20 @@ def test_labels_with_a_guessed_class_balance_are_not_promoted(setup, tmp_path):
     assert "expected_yes_rate" in decision.reason and "both ways" in decision.reason
     allowed = promote_if_better(registry, version, gated({"f1": 0.99}), spec(promotion={"require_known_balance": False}))
     assert allowed.promoted
+
+
+def test_labels_a_tie_group_moved_off_the_balance_are_not_promoted(setup, tmp_path):
+    root, _, _ = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    version = registry.update_manifest(registry.get("is_bad", 1), sources={
+        "label_model": {"reason": "no gold labels; the label model is the default", "prior": 0.28,
+                        "balance_known": True, "labels_follow_balance": False}})
+    decision = promote_if_better(registry, version, gated({"f1": 0.99}), spec())
+    assert not decision.promoted and registry.current("is_bad") is None
+    rate = version.manifest["training"]["yes_rate"]
+    assert f"the labels say yes to {rate:.1%} of the seed for a class balance of 28.0%" in decision.reason
+    assert "labelled alike" in decision.reason and "add a source that votes on those records" in decision.reason
+    allowed = promote_if_better(registry, version, gated({"f1": 0.99}),
+                                spec(promotion={"require_labels_near_balance": False}))
+    assert allowed.promoted
