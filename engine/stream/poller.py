@@ -133,9 +133,14 @@ class Poller:
         self.ownership.grant(tp)
         if position != committed:
             self.commit({tp: position})
+        # kafka-python keeps a partition's paused flag across a rebalance when the partition stays assigned;
+        # a resume while it was revoked skipped it, so set it here from this poller's own state.
         if tp in self.ends and position >= self.ends[tp]:
             self.at_end.add(tp)
+        if tp in self.at_end or self.paused:
             self.consumer.pause(tp)
+        else:
+            self.consumer.resume(tp)
         log.info("%s p%d: assigned; committed offset %s, resuming at %s (after the files already written); "
                  "%d stale file(s) removed", tp.topic, tp.partition, f"{committed:,}", f"{position:,}", len(removed))
 

@@ -359,3 +359,34 @@ def test_reload_picks_up_a_promoted_adapter_and_says_so(registry, kafka_broker, 
         provenance = json.loads(schema.metadata[KAFKA_METADATA_KEY])
         versions[(provenance["partition"], provenance["start_offset"])] = RunMetadata.from_schema(schema).adapters
     assert {v["toxic"] for v in versions.values()} == {1, 2} and all(v["insult"] == 1 for v in versions.values())
+
+
+def test_a_partition_paused_for_backpressure_is_fetched_again_after_a_rebalance(kafka_broker, tmp_path):
+    """kafka-python keeps a partition's paused flag across a rebalance when the partition stays assigned. The
+    poller paused it for backpressure, backpressure ended while it was revoked (so the resume skipped it), and
+    it came back: it must be fetched again (a survivor once sat on 1,300 unread messages for good)."""
+    from assay.engine.stream.files import Ownership
+    from assay.engine.stream.poller import Poller
+
+    bootstrap = kafka_broker.bootstrap
+    topic = _topic(bootstrap, partitions=1)
+    _load(bootstrap, topic, _texts(50, seed=7), tmp_path)
+    poller = Poller(StreamConfig(bootstrap, topic, "g-pause", tmp_path / "out", session_timeout_s=6), Ownership())
+    try:
+        poller.start()
+        tp = TopicPartition(topic, 0)
+        deadline = time.monotonic() + 60
+        while tp not in poller.ownership.owned():
+            assert time.monotonic() < deadline, "never assigned"
+            poller.poll()
+        poller.set_backpressure(True)  # batches pile up: every owned partition paused
+        poller.ownership.revoke({tp})  # a rebalance: the listener fences it ...
+        poller.set_backpressure(False)  # ... backpressure ends meanwhile: the resume skips the fenced partition
+        poller.events.append(("assigned", {tp}))  # ... and it is assigned again, kafka-python's paused flag kept
+        poller.pending.clear()
+        while poller._pending_count() < 50:
+            assert time.monotonic() < deadline, f"paused for good: {poller.consumer.paused()}"
+            poller.poll()
+        assert tp not in poller.consumer.paused()
+    finally:
+        poller.close()
