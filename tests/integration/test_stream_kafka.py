@@ -230,16 +230,16 @@ def test_two_consumers_one_killed_then_sigterm(procs, registry, scorer, kafka_br
     first.wait(30)
     _wait_until(lambda: set(_assigned(logs[0])) <= set(_assigned(logs[1])[seen:]), "the survivor taking over",
                 logs, [second])
-    _wait_for_files(output, topic, len(_answer_files(output, topic)), second, logs[1])
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert "assay_stream_records_total" in metrics and "assay_stream_batch_seconds_bucket" in metrics
-    assert 'assay_stream_adapter_version{question="toxic"} 1.0' in metrics and "assay_stream_lag{" in metrics
-    # fresh work, so that SIGTERM comes mid-run however fast the machine drained the first load
+    # fresh work on every partition, the taken-over ones included, so that the survivor has something to write
+    # and SIGTERM comes mid-run however fast the machine drained the first load (it may be gone before the kill)
     more = _texts(6_000, seed=3)
     (tmp_path / "more").mkdir()
     _load(bootstrap, topic, more, tmp_path / "more")
     records = pa.concat_tables([records, more])
     _wait_for_files(output, topic, len(_answer_files(output, topic)), second, logs[1])
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "assay_stream_records_total" in metrics and "assay_stream_batch_seconds_bucket" in metrics
+    assert 'assay_stream_adapter_version{question="toxic"} 1.0' in metrics and "assay_stream_lag{" in metrics
     second.send_signal(signal.SIGTERM)
     assert second.wait(60) == 0, logs[1].read_text()[-3000:]
     text = logs[1].read_text()
