@@ -56,7 +56,7 @@ def three_class(matrix: VoteMatrix, balance: float | None = None, iters: int = 2
     post = np.stack([(1 - two.p_yes) * ~silent, two.p_yes, (1 - two.p_yes) * silent], axis=1) + 1e-6
     post /= post.sum(axis=1, keepdims=True)
     pseudo = np.stack([PRIOR_COUNT[0], PRIOR_COUNT[1], NEUTRAL_COUNT])  # classes: no with signal, yes, neutral
-    share = post.mean(axis=0)
+    share = post.mean(axis=0)  # the yes share returned if no iteration runs
     for _ in range(iters):
         share = (post.sum(axis=0) + 1.0) / (n + 3.0)
         if balance is not None:

@@ -10,8 +10,7 @@ synthetic draws (seed 4) and English keyword sources on VADER's human-rated twee
 the same rules. Every method gets the same class balance (Assay's estimate, no gold; with
 `--balance-from stated`, the rate a data team would state as `expected_yes_rate`, which Assay's label model
 is then told too) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept
-whole). Goal metric per set: accuracy, or F1 of the rarer class
-where it is under 20 % of the records.
+whole). Goal metric per set: accuracy, or F1 of the rarer class where it is under 20 % of the records.
 
     .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
     .venv/bin/python bench/label_suite.py --part untouched
@@ -19,6 +18,7 @@ where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5 likewise
 """
 
 from __future__ import annotations

@@ -98,14 +98,11 @@ def hyper_label_model(matrix: VoteMatrix, balance: float) -> np.ndarray:
     return out
 
 
-def assay(matrix: VoteMatrix, balance: float) -> np.ndarray:
-    """Assay's label model (`combine(method="label_model")`): its own P(yes)."""
-    return combine(matrix, method="label_model").probs.column("p_yes").to_numpy().astype(np.float64)
-
-
-def assay_told(matrix: VoteMatrix, balance: float) -> np.ndarray:
-    """Assay's label model told the class balance (`class_balance`, as a question's `expected_yes_rate` does)."""
-    return combine(matrix, method="label_model", class_balance=balance).probs.column("p_yes").to_numpy().astype(
+def assay(matrix: VoteMatrix, balance: float, told: bool = False) -> np.ndarray:
+    """Assay's label model (`combine(method="label_model")`): its own P(yes); with `told`, given the class
+    balance (`class_balance`, as a question's `expected_yes_rate` does)."""
+    given = balance if told else None
+    return combine(matrix, method="label_model", class_balance=given).probs.column("p_yes").to_numpy().astype(
         np.float64)
 
 
@@ -123,10 +120,9 @@ BASELINES = ("majority", "weighted", "snorkel", "dawid_skene", "hyper_lm")
 def run_method(name: str, matrix: VoteMatrix, balance: float, told: bool = False) -> np.ndarray | None:
     """P(yes) of one method, or None where it cannot run on these votes (e.g. Snorkel with 2 sources). With
     `told`, the balance is the one a data team states, and Assay's label model is given it as well."""
-    scorer = assay_told if told and name == "assay" else METHODS[name]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return scorer(matrix, balance)
+            return assay(matrix, balance, told=True) if told and name == "assay" else METHODS[name](matrix, balance)
     except ValueError:
         return None

@@ -233,15 +233,12 @@ def _tie_warning(p_yes: np.ndarray, labels: np.ndarray, prior: float, silent: np
     rate = float(labels.mean()) if n else 0.0
     if not n or abs(rate - prior) < TIE_POINTS or 1 / TIE_RATIO < (rate + 1e-9) / (prior + 1e-9) < TIE_RATIO:
         return None
-    values, counts = np.unique(p_yes, return_counts=True)
-    ends = np.cumsum(counts[::-1])  # yes count after taking the groups from the highest P(yes) down
-    group = int(np.searchsorted(ends, prior * n, side="right"))  # the group the count falls inside
-    if group >= len(ends):
-        return None
-    members = p_yes == values[::-1][group]
+    # the group the balance's count fell inside sits at the cut: the last one in (too many yes) or first one out
+    value = p_yes[labels].min() if rate > prior else p_yes[~labels].max()
+    members = p_yes == value
     who = "records nobody voted on" if silent[members].all() else "records"
     return (f"{rate:.0%} of the records are labelled yes for a class balance of {prior:.0%}: {members.sum():,} "
-            f"{who} ({members.mean():.0%}) share one P(yes) ({values[::-1][group]:.3f}) and are labelled alike; "
+            f"{who} ({members.mean():.0%}) share one P(yes) ({value:.3f}) and are labelled alike; "
             + ("" if given else "state the rate you expect (`expected_yes_rate`, `--class-balance`) or ")
             + "add a source that votes on those records")
 
