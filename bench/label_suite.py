@@ -7,7 +7,8 @@ was added after that: fresh synthetic draws (seed 3) and German, French and Dutc
 sources frozen before any number on them (`labelbench/rules_holdout3.yaml`). `holdout4`, after that: fresh
 synthetic draws (seed 4) and English keyword sources on VADER's human-rated tweets, Amazon and NYT snippets
 (`labelbench/rules_holdout4.yaml`); `holdout5`, after that: seed 5 and VADER's movie-review snippets under
-the same rules. Every method gets the same class balance (Assay's estimate, no gold; with
+the same rules; `holdout6`, after that: seed 6 and the UCI sentiment-labelled sentences (Amazon, IMDB, Yelp;
+no neutral class) under the same rules. Every method gets the same class balance (Assay's estimate, no gold; with
 `--balance-from stated`, the rate a data team would state as `expected_yes_rate`, which Assay's label model
 is then told too) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept
 whole). Goal metric per set: accuracy, or F1 of the rarer class where it is under 20 % of the records.
@@ -18,7 +19,7 @@ whole). Goal metric per set: accuracy, or F1 of the rarer class where it is unde
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5, 6 likewise
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labelbench.corpora import holdout2_sets, holdout3_sets, holdout4_sets, holdout5_sets, real_sets  # noqa: E402
+from labelbench.corpora import (  # noqa: E402
+    holdout2_sets,
+    holdout3_sets,
+    holdout4_sets,
+    holdout5_sets,
+    holdout6_sets,
+    real_sets,
+)
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
 from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
@@ -50,7 +58,7 @@ from assay.labeling.votes import vote_matrix  # noqa: E402
 
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
 HOLDOUTS = {"holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets),  # part: (synthetic seed, real sets)
-            "holdout4": (4, holdout4_sets), "holdout5": (5, holdout5_sets)}
+            "holdout4": (4, holdout4_sets), "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

