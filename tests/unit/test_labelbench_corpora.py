@@ -22,6 +22,7 @@ from labelbench.corpora import (  # noqa: E402
     mail_body,
     rare_variant,
     read_corpus,
+    read_fortunes,
     read_labelled_json,
     read_rated,
     read_spam_assassin,
@@ -33,7 +34,7 @@ from labelbench.data import BenchSet  # noqa: E402
 from assay.schemas.questions import RulesSource  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml"])
+@pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
@@ -93,6 +94,18 @@ def test_read_spam_assassin_flags_spam_folders_and_leaves_out_known_bodies(tmp_p
     ids, texts, spam = read_spam_assassin(tmp_path, leave_out={"already in the sample"})
     assert ids == ["easy-ham-1/00001.x", "spam-1/00001.y"] and spam.tolist() == [False, True]
     assert read_spam_assassin(tmp_path, groups=("spam-1",))[0] == ["spam-1/00001.y", "spam-1/00002.z"]
+
+
+def test_read_fortunes_undoes_rot13_in_the_offensive_section_and_drops_texts_filed_twice(tmp_path: Path) -> None:
+    import codecs
+
+    (tmp_path / "es" / "off").mkdir(parents=True)
+    (tmp_path / "es" / "vida.fortunes").write_text("Vive y deja vivir.\n%\nLa vida es sueño.\n  -- Calderón\n%\n")
+    (tmp_path / "es" / "vida.fortunes.dat").write_bytes(b"\x00\x01")
+    (tmp_path / "es" / "off" / "varios.fortunes").write_text(codecs.encode("Chiste feo.\n%\nVive y deja vivir.\n", "rot13"))
+    ids, texts, files = read_fortunes(tmp_path, "es")
+    assert texts == ["Chiste feo.", "La vida es sueño.\n  -- Calderón"]  # the twice-filed text is gone
+    assert files == ["off/varios.fortunes", "vida.fortunes"] and ids == ["es/off/varios.fortunes/0", "es/vida.fortunes/1"]
 
 
 def test_read_corpus_takes_either_column_order(tmp_path: Path) -> None:
