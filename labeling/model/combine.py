@@ -195,7 +195,7 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         model = DawidSkene(class_balance=bound).fit(counts)
     p_yes = model.predict_proba(counts)
     n = len(p_yes)
-    away = _explained_away(used, model.source_accuracy(), p_yes) if balance is None else None
+    away = _explained_away(used, model.source_accuracy(), p_yes, given=balance is not None)
     why = ("most votes came from sources it rated below chance" if model.collapsed(counts) else
            away if away else
            f"the no class holds under {MIN_CLASS_RECORDS:g} records' worth of probability, so its rates are only "
@@ -211,26 +211,27 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     return LabelModelFit(p_yes, model.prior, accuracy, warnings)
 
 
-def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray, p_yes: np.ndarray) -> str | None:
+def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray, p_yes: np.ndarray, given: bool = False) -> str | None:
     """Why the fit explained a class away, or None: two or more sources only ever name that class, and the fit
-    either rates every one of them mostly wrong or gives no record they named that class even odds of it (it
-    moved the class balance until their votes count for nothing; a list with a handful of votes can keep a
-    good rating then). Data teams' keyword lists are such sources. On a rare question they can truly be mostly
-    wrong (praise words in long negative reviews: 4-13 % right on the label suite's third hold-out), but the
-    fit's balance there (0.1-0.2 % for 2-4 %) is no answer either: the balance is unknown, and the gate asks
-    for the rate."""
+    either rates every one of them mostly wrong or gives no record they named that class even odds of it (a
+    list with a handful of votes can keep a good rating then). With the balance estimated, the fit moved it
+    until their votes count for nothing; with the balance `given`, the fit found no other way to explain them.
+    Data teams' keyword lists are such sources. On a rare question they can truly be mostly wrong (praise
+    words in long negative reviews: 4-13 % right on the label suite's third hold-out), but the fit's balance
+    there (0.1-0.2 % for 2-4 %) is no answer either: weighted vote is the safer ranking (with the balance
+    unknown unless given, so that the gate asks for the rate)."""
     yes, no = (matrix.votes == YES).sum(axis=0), (matrix.votes == NO).sum(axis=0)
+    why = ", even at the stated class balance" if given else ": the estimated class balance explains their votes away"
     for only, name, vote, p_class in (((yes > 0) & (no == 0), "yes", YES, p_yes),
                                       ((no > 0) & (yes == 0), "no", NO, 1.0 - p_yes)):
         if only.sum() < 2:
             continue
         names = ", ".join(s for s, keep in zip(matrix.sources, only) if keep)
         if (accuracy[only] < 0.5).all():
-            return (f"every source that only votes {name} ({names}) came out mostly wrong: the estimated class "
-                    "balance explains their votes away")
+            return f"every source that only votes {name} ({names}) came out mostly wrong{why}"
         if p_class[(matrix.votes[:, only] == vote).any(axis=1)].max() < 0.5:
             return (f"no record that the sources only voting {name} ({names}) named comes out likelier {name} "
-                    "than not: the estimated class balance explains their votes away")
+                    f"than not{why}")
     return None
 
 

@@ -219,6 +219,27 @@ def test_yes_lists_explained_away_while_a_small_one_keeps_its_rating_count_as_a_
     assert held.balance_known and "collapsed" not in held.reason
 
 
+# Vote patterns and counts of a real rare topic question: "is this quote about food?" on Debian's English fortune
+# cookies (1.4 % yes), under four yes-only keyword lists (the label suite's eighth hold-out).
+FORTUNE_FOOD_PATTERNS = [((-1, -1, -1, -1), 13178), ((1, -1, -1, -1), 261), ((-1, 1, -1, -1), 251),
+                         ((-1, -1, 1, -1), 237), ((1, 1, -1, -1), 52), ((-1, -1, -1, 1), 51), ((1, -1, 1, -1), 37),
+                         ((-1, 1, 1, -1), 14), ((1, 1, 1, -1), 8), ((-1, -1, 1, 1), 8), ((-1, 1, -1, 1), 6),
+                         ((1, 1, -1, 1), 5), ((1, -1, -1, 1), 5), ((1, -1, 1, 1), 3), ((1, 1, 1, 1), 1), ((-1, 1, 1, 1), 1)]
+
+
+def test_lists_explained_away_at_a_stated_balance_fall_back_to_weighted_vote_at_that_balance():
+    """Told 1 %, the fit rated all four food lists mostly wrong and its labels were 0.17 F1 where any-list-fires
+    scores 0.22. The same explained-away check holds with a stated balance: weighted vote at the balance, which
+    stays known (the data team's word), and the reason says so."""
+    rows = np.array([pattern for pattern, count in FORTUNE_FOOD_PATTERNS for _ in range(count)])
+    result = combine(table(*rows.T), method="label_model", class_balance=0.01)
+    assert result.balance_known and result.prior == pytest.approx(0.01)
+    assert "came out mostly wrong, even at the stated class balance" in result.reason
+    assert "weighted vote is used instead" in result.reason and "unknown" not in result.reason
+    voted = (rows == 1).any(axis=1)
+    assert (p_yes(result)[voted] > p_yes(result)[~voted].max()).all()  # any list firing outranks silence
+
+
 def silent_majority_votes(n: int = 4000) -> pa.Table:
     """Three sources naming 15 % of the records yes and 10 % no; nobody votes on the other 75 %."""
     a, b, c = (np.full(n, -1) for _ in range(3))
