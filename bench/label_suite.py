@@ -10,7 +10,8 @@ synthetic draws (seed 4) and English keyword sources on VADER's human-rated twee
 the same rules; `holdout6`, after that: seed 6 and the UCI sentiment-labelled sentences (Amazon, IMDB, Yelp;
 no neutral class) under the same rules; `holdout7`, after that: seed 7 and the whole SpamAssassin public
 corpus under the frozen spam rules; `holdout8`, after that: seed 8 and topic and offensiveness questions on
-Debian's English, Spanish and German fortune cookies (`labelbench/rules_holdout8.yaml`). Every method gets the same class balance (Assay's estimate, no gold; with
+Debian's English, Spanish and German fortune cookies (`labelbench/rules_holdout8.yaml`); `holdout9`, after that:
+seed 9 and the same on the Italian and Polish ones (`labelbench/rules_holdout9.yaml`). Every method gets the same class balance (Assay's estimate, no gold; with
 `--balance-from stated`, the rate a data team would state as `expected_yes_rate`, which Assay's label model
 is then told too) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept
 whole). Goal metric per set: accuracy, or F1 of the rarer class where it is under 20 % of the records.
@@ -46,6 +47,7 @@ from labelbench.corpora import (  # noqa: E402
     holdout6_sets,
     holdout7_sets,
     holdout8_sets,
+    holdout9_sets,
     real_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
@@ -63,7 +65,8 @@ from assay.labeling.votes import vote_matrix  # noqa: E402
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
 HOLDOUTS = {"holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets),  # part: (synthetic seed, real sets)
             "holdout4": (4, holdout4_sets), "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets),
-            "holdout7": (7, holdout7_sets), "holdout8": (8, holdout8_sets)}
+            "holdout7": (7, holdout7_sets), "holdout8": (8, holdout8_sets),
+            "holdout9": (9, holdout9_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

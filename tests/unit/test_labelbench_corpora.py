@@ -103,6 +103,7 @@ def test_read_fortunes_undoes_rot13_in_the_offensive_section_and_drops_texts_fil
     (tmp_path / "es" / "vida.fortunes").write_text("Vive y deja vivir.\n%\nLa vida es sueño.\n  -- Calderón\n%\n")
     (tmp_path / "es" / "vida.fortunes.dat").write_bytes(b"\x00\x01")
     (tmp_path / "es" / "off" / "varios.fortunes").write_text(codecs.encode("Chiste feo.\n%\nVive y deja vivir.\n", "rot13"))
+    (tmp_path / "es" / "alias").symlink_to(tmp_path / "es" / "vida.fortunes")  # another package's link: not read
     ids, texts, files = read_fortunes(tmp_path, "es")
     assert texts == ["Chiste feo.", "La vida es sueño.\n  -- Calderón"]  # the twice-filed text is gone
     assert files == ["off/varios.fortunes", "vida.fortunes"] and ids == ["es/off/varios.fortunes/0", "es/vida.fortunes/1"]
