@@ -15,9 +15,7 @@ same for every method: label yes the class-balance share of records with the hig
 equal P(yes) alike (`assay.labeling.metrics.prevalence_labels`). Records nobody voted on get the class
 balance as P(yes) under the votes (majority, weighted); under the label model they get what every silent
 source's rates say (a one-way source that did not fire is weak evidence for the other class). Setting them
-to the balance instead was measured on the label suite and not adopted (docs/QUALITY.md). On a record that
-one of several one-way lists of a class named, the label model reads the lists as alternatives: the other
-lists' silence does not count against that class.
+to the balance instead was measured on the label suite and not adopted (docs/QUALITY.md).
 
 Input the model cannot identify gets the honest answer and a warning: no source voted, or only constant
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
@@ -210,7 +208,7 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
                              f"the label model collapsed ({why}); weighted vote is used instead"
                              + ("" if balance is not None else ", with the class balance unknown (0.5)"),
                              balance_known=balance is not None)
-    return LabelModelFit(model.predict_proba(counts, lists_as_alternatives=True), model.prior, accuracy, warnings)
+    return LabelModelFit(p_yes, model.prior, accuracy, warnings)
 
 
 def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray, p_yes: np.ndarray, given: bool = False) -> str | None:

@@ -79,19 +79,12 @@ class DawidSkene:
         self._em(counts, m)
         return self
 
-    def predict_proba(self, counts: np.ndarray, lists_as_alternatives: bool = False) -> np.ndarray:
-        """P(yes) per record (float64, shape (n,)).
-
-        With `lists_as_alternatives`, one-way sources that name the same class (two or more) are read as
-        alternatives, the way keyword lists are written: on a record one of them named, the silence of the
-        others is no evidence against that class (on a record none named, it still is). EM fits without it.
-        """
+    def predict_proba(self, counts: np.ndarray) -> np.ndarray:
+        """P(yes) per record (float64, shape (n,))."""
         if self.theta is None:
             raise RuntimeError("fit the model first")
         log_theta = (np.log(self.theta) * self.weights[:, None, None]).transpose(0, 2, 1).reshape(-1, 2)
         scores = counts @ log_theta.astype(np.float32)
-        if lists_as_alternatives:
-            scores -= _silence_beside_named_lists(counts, log_theta.astype(np.float32))
         log_odds = scores[:, 1].astype(np.float64) - scores[:, 0] + np.log(self.prior / (1 - self.prior))
         return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50, 50)))
 
@@ -132,22 +125,6 @@ class DawidSkene:
         totals = (counts.T @ by_class).reshape(m, 3, 2).transpose(0, 2, 1).astype(np.float64)  # (m, 2, 3)
         totals += PRIOR_COUNT
         self.theta, self.below_chance = better_than_chance(totals)
-
-
-def _silence_beside_named_lists(counts: np.ndarray, log_theta: np.ndarray) -> np.ndarray:
-    """Per record, the (no, yes) log-likelihood that the abstains of one-way sources add on records another
-    one-way source of the same class named: what `lists_as_alternatives` takes out."""
-    m = counts.shape[1] // 3
-    per_source = counts.reshape(len(counts), m, 3)
-    cast_yes, cast_no = per_source[..., OUT_YES].sum(axis=0), per_source[..., OUT_NO].sum(axis=0)
-    abstain = log_theta.reshape(m, 3, 2)[:, OUT_ABSTAIN, :]  # (m, 2)
-    silence = np.zeros((len(counts), 2), dtype=np.float32)
-    for lists, outcome in (((cast_yes > 0) & (cast_no == 0), OUT_YES), ((cast_no > 0) & (cast_yes == 0), OUT_NO)):
-        if lists.sum() < 2:
-            continue
-        named = (per_source[:, lists, outcome] > 0).any(axis=1)
-        silence[named] += per_source[named][:, lists, OUT_ABSTAIN] @ abstain[lists]
-    return silence
 
 
 def better_than_chance(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
