@@ -68,12 +68,15 @@ SPAM_HARD = ("hard-ham-1", "spam-1")
 # once within its language (so that no text carries two truths).
 # Ninth hold-out, added after the eighth was scored: the same on Debian's Italian (fortunes-it, with its offensive
 # section fortunes-it-off, plain text) and Polish (fortunes-pl) fortune cookies, under `rules_holdout9.yaml`.
+# Tenth hold-out, added after the ninth was scored: the same on Debian's Russian (fortunes-ru) and Czech and Slovak
+# (fortunes-cs; its folder cz only links to cs) fortune cookies, under `rules_holdout10.yaml`.
 FORTUNE_DEBS = {"holdout8": ("fortunes=1:1.99.1-7.3", "fortunes-es=1.36", "fortunes-de=0.35-1"),
-                "holdout9": ("fortunes-it=1.99-4.1", "fortunes-it-off=1.99-4.1", "fortunes-pl=0.0.20130525-3")}
+                "holdout9": ("fortunes-it=1.99-4.1", "fortunes-it-off=1.99-4.1", "fortunes-pl=0.0.20130525-3"),
+                "holdout10": ("fortunes-ru=1.52-3.1", "fortunes-cs=2.0.9-1.1")}
 # per language: (folder below usr/share/games/fortunes, prefix of its collection names, stored ROT13)
 FORTUNE_FOLDERS = {"en": ((".", "", False),), "es": (("es", "", False), ("es/off", "off/", True)),
                    "de": (("de", "", False),), "it": (("it", "", False), ("off/it", "off/", False)),
-                   "pl": (("pl", "", False),)}
+                   "pl": (("pl", "", False),), "ru": (("ru", "", False),), "cs": (("cs", "", False),)}
 FORTUNE_SKIP = {"ascii-art", "asciiart"}
 
 
@@ -390,6 +393,11 @@ def holdout8_sets(cache: Path) -> list[BenchSet]:
 def holdout9_sets(cache: Path) -> list[BenchSet]:
     """The sets of the ninth hold-out: one per question of `rules_holdout9.yaml` (Italian and Polish)."""
     return _fortune_sets(cache, "holdout9")
+
+
+def holdout10_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the tenth hold-out: one per question of `rules_holdout10.yaml` (Russian, Czech and Slovak)."""
+    return _fortune_sets(cache, "holdout10")
 
 
 def _fortune_sets(cache: Path, part: str) -> list[BenchSet]:
