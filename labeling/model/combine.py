@@ -47,9 +47,6 @@ CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 # Labels whose yes rate lies this far from the class balance (both as a ratio and in points) because one tie
 # group decided it get a warning: the labels then follow the tie rule, not the balance.
 TIE_RATIO, TIE_POINTS = 1.5, 0.05
-# Up to this many informative sources that all name one class are not fitted: k such lists give 2k + 1 rates
-# for 2^k - 1 firing-pattern shares, so any pattern fits and which list the fit trusts is arbitrary.
-MAX_UNFITTED_LISTS = 3
 
 
 @dataclass
@@ -183,10 +180,6 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         return LabelModelFit(fit.p_yes, fit.prior, fit.accuracy, warnings + fit.warnings,
                              balance_known=fit.balance_known)
     used = _subset(matrix, informative)
-    unfitted = _few_lists_of_one_class(used, balance)
-    if unfitted:
-        return LabelModelFit(unfitted.p_yes, unfitted.prior, np.full(len(matrix.sources), 0.5), warnings,
-                             unfitted.fallback)
     counts = outcome_counts(used.votes, used.conf)
     model = DawidSkene(class_balance=balance).fit(counts)
     accuracy = np.full(len(matrix.sources), 0.5)
@@ -216,22 +209,6 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
                              + ("" if balance is not None else ", with the class balance unknown (0.5)"),
                              balance_known=balance is not None)
     return LabelModelFit(p_yes, model.prior, accuracy, warnings)
-
-
-def _few_lists_of_one_class(matrix: VoteMatrix, balance: float | None) -> LabelModelFit | None:
-    """Weighted vote when the (informative) sources are at most MAX_UNFITTED_LISTS and all name one class, with
-    the given class balance or, without one, the share of records they name (what one such list implies)."""
-    yes, no = (matrix.votes == YES).sum(axis=0), (matrix.votes == NO).sum(axis=0)
-    if len(matrix.sources) > MAX_UNFITTED_LISTS or ((yes > 0).any() and (no > 0).any()):
-        return None
-    name = "yes" if (yes > 0).any() else "no"
-    named = float((matrix.votes != ABSTAIN).any(axis=1).mean())
-    prior = balance if balance is not None else named if name == "yes" else 1.0 - named
-    told = "the given class balance" if balance is not None else f"the class balance the share they name ({prior:.3f})"
-    return LabelModelFit(weighted_vote(matrix, prior), prior, np.full(len(matrix.sources), 0.5), [], (
-        f"{len(matrix.sources)} sources that only vote {name} ({', '.join(matrix.sources)}): the label model cannot "
-        f"tell their accuracies apart, since so few lists of one class fit any pattern of firing; weighted vote is "
-        f"used instead, at {told}" + ("" if balance is not None else "; state the rate you expect if you know it")))
 
 
 def _explained_away(matrix: VoteMatrix, accuracy: np.ndarray, p_yes: np.ndarray, given: bool = False) -> str | None:

@@ -240,31 +240,6 @@ def test_lists_explained_away_at_a_stated_balance_fall_back_to_weighted_vote_at_
     assert (p_yes(result)[voted] > p_yes(result)[~voted].max()).all()  # any list firing outranks silence
 
 
-# Vote patterns and counts of a real rare question: "is this fortune about sport?" on Debian's Polish fortune
-# cookies (1.2 % yes), under three yes-only lists (the label suite's ninth hold-out): `sport` is 43 % right,
-# `dyscypliny` 0 % (6 votes), `komentatorzy` 93 %.
-FORTUNE_SPORT_PATTERNS = [((-1, -1, -1), 7792), ((1, -1, 1), 19), ((1, -1, -1), 42), ((-1, -1, 1), 56),
-                          ((-1, 1, -1), 6)]
-
-
-def test_three_lists_of_one_class_are_not_fitted():
-    """Told 1 %, the fit rated `sport` and `komentatorzy` alike and labelled the 42 records only `sport` named
-    (19 % yes) before the 56 only `komentatorzy` named (93 %): F1 0.33 where any-list-fires scores 0.71. Three
-    lists of one class fit any pattern of firing, so they get weighted vote, and the reason says why."""
-    rows = np.array([pattern for pattern, count in FORTUNE_SPORT_PATTERNS for _ in range(count)])
-    stated = combine(table(*rows.T), method="label_model", class_balance=0.01)
-    assert stated.balance_known and stated.prior == pytest.approx(0.01)
-    assert "3 sources that only vote yes (s0, s1, s2): the label model cannot tell their accuracies apart" in \
-        stated.reason and "weighted vote is used instead, at the given class balance" in stated.reason
-    voted = (rows == 1).any(axis=1)
-    assert (labels(stated) == voted).all()  # the nearest-ratio cut keeps the one named group whole
-    estimated = combine(table(*rows.T), method="label_model")
-    assert estimated.balance_known and estimated.prior == pytest.approx(voted.mean(), abs=1e-4)
-    assert "state the rate you expect" in estimated.reason
-    four = combine(table(*rows.T, np.where(rows[:, 0] == 1, 1, -1)), method="label_model", class_balance=0.01)
-    assert "cannot tell their accuracies apart" not in four.reason  # four lists are fitted
-
-
 def silent_majority_votes(n: int = 4000) -> pa.Table:
     """Three sources naming 15 % of the records yes and 10 % no; nobody votes on the other 75 %."""
     a, b, c = (np.full(n, -1) for _ in range(3))
