@@ -14,9 +14,9 @@ What keeps EM from collapsing (issue 12):
 - the pseudo-counts are fixed (PRIOR_COUNT, BALANCE_COUNT), so they do not grow with n and a rare class
   (under 1 %) can be estimated; the outcome prior leans each class towards the vote that names it;
 - every source stays better than chance: a yes vote may not be likelier under "no" than under "yes", nor a
-  no vote under "yes" (the M-step projects such a source's rate onto "no evidence"); when most of the
-  votes come from sources the data pushes below chance, the fit is reported as collapsed and `combine`
-  falls back to weighted vote, saying so;
+  no vote under "yes" (the M-step projects such a source's rate onto "no evidence"), unless the data says
+  strongly otherwise for a two-way source (STRONG_Z); when most of the votes come from sources the data
+  pushes below chance, the fit is reported as collapsed and `combine` falls back to weighted vote, saying so;
 - sources that agree far beyond chance on much the same records (duplicates, copies) share one source's
   weight in the likelihood.
 Every step is one matrix product over a (records x 3·sources) matrix of fractional outcome counts, so a
@@ -39,6 +39,7 @@ DUPLICATE_KAPPA = 0.7  # sources agreeing this far beyond chance (Cohen's kappa 
 OVERLAP = 0.5  # ... on much the same records (Jaccard of the records each votes on) count as copies
 SAME_RECORDS = 0.9  # one-way sources (kappa undefined) count as copies when they fire on the same records
 COLLAPSE_SHARE = 0.5  # share of the votes from sources pushed below chance that marks a collapsed fit
+STRONG_Z = 5.0  # a two-way source this many standard errors below chance stays there (the data says so strongly)
 
 
 def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
@@ -128,22 +129,31 @@ class DawidSkene:
 
 
 def better_than_chance(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """theta from per-class outcome counts (m, 2, 3), with each vote no likelier under the wrong class.
+    """theta from per-class outcome counts (m, 2, 3), with each vote no likelier under the wrong class unless
+    the data says strongly otherwise.
 
     Where a yes vote comes out likelier under "no" (or a no vote under "yes"), both classes get the pooled
-    rate of that outcome: the vote then carries no evidence. Returns theta and which sources were moved.
+    rate of that outcome: the vote then carries no evidence. A two-way source whose vote is likelier under the
+    wrong class by at least STRONG_Z standard errors keeps its rates instead (a one-way source does not: a
+    keyword list pushed below chance is how a fit explains a class away). Returns theta and which sources
+    came out below chance (moved or kept so).
     """
     theta = totals / totals.sum(axis=2, keepdims=True)
-    moved = np.zeros(len(theta), dtype=bool)
+    cast = totals - np.broadcast_to(PRIOR_COUNT, totals.shape)
+    two_way = (cast[:, :, OUT_YES].sum(axis=1) >= 1.0) & (cast[:, :, OUT_NO].sum(axis=1) >= 1.0)
+    per_class = totals.sum(axis=2)
+    below = np.zeros(len(theta), dtype=bool)
     for outcome, right_class in ((OUT_YES, 1), (OUT_NO, 0)):
-        wrong = theta[:, right_class, outcome] < theta[:, 1 - right_class, outcome]
+        gap = theta[:, 1 - right_class, outcome] - theta[:, right_class, outcome]
+        wrong = gap > 0
         if wrong.any():
-            pooled = totals[wrong, :, outcome].sum(axis=1) / totals[wrong].sum(axis=(1, 2))
-            theta[wrong, :, outcome] = pooled[:, None]
-            cast = totals[:, :, outcome].sum(axis=1) - np.broadcast_to(PRIOR_COUNT, (2, 3))[:, outcome].sum()
-            moved |= wrong & (cast >= 1.0)  # a vote a one-way source never casts is no evidence of anything
+            pooled = totals[:, :, outcome].sum(axis=1) / per_class.sum(axis=1)
+            z = gap / np.sqrt(pooled * (1 - pooled) * (1 / per_class[:, 0] + 1 / per_class[:, 1]))
+            move = wrong & ~(two_way & (z >= STRONG_Z))
+            theta[move, :, outcome] = pooled[move, None]
+            below |= wrong & (cast[:, :, outcome].sum(axis=1) >= 1.0)  # a vote never cast is no evidence
     theta[:, :, OUT_ABSTAIN] = 1.0 - theta[:, :, OUT_NO] - theta[:, :, OUT_YES]
-    return np.clip(theta, 1e-9, 1.0), moved
+    return np.clip(theta, 1e-9, 1.0), below
 
 
 def dependency_weights(counts: np.ndarray) -> np.ndarray:

@@ -154,3 +154,36 @@ def test_label_model_converges_and_reports_iterations():
     model = DawidSkene().fit(outcome_counts(matrix.votes))
     assert 1 < model.iterations < model.max_iter
     assert np.allclose(model.theta.sum(axis=2), 1.0)
+
+
+def test_a_two_way_source_the_data_shows_far_below_chance_is_read_inverted():
+    """Four sources 75 % right and one 30 % right (two-way, 60 % coverage each). Projected onto "no evidence",
+    the inverted source added nothing (accuracy 0.792, as without it); the data says strongly that it is wrong,
+    so the fit keeps its rates and reads its votes the other way round. A yes-only list that fires more on
+    "no" is still projected: that is how a fit explains a class away."""
+    rng = np.random.default_rng(7)
+    n = 5000
+    truth = rng.random(n) < 0.4
+
+    def two_way(accuracy: float, coverage: float) -> np.ndarray:
+        votes = np.where(rng.random(n) < accuracy, truth, ~truth).astype(np.int8)
+        return np.where(rng.random(n) < coverage, votes, -1).astype(np.int8)
+
+    columns = {f"good{j}": two_way(0.75, 0.6) for j in range(4)}
+    columns["inverted"] = two_way(0.3, 0.6)
+    columns["wrong_list"] = np.where(rng.random(n) < np.where(truth, 0.05, 0.2), 1, -1).astype(np.int8)
+
+    def accuracy_without(*left_out: str):
+        table = pa.table({"id": pa.array([f"r{i}" for i in range(n)]),
+                          **{name: pa.array(v) for name, v in columns.items() if name not in left_out}})
+        result = combine(table, method="label_model")
+        return result, float(((result.probs.column("label").to_numpy() == 1) == truth).mean())
+
+    result, with_it = accuracy_without()
+    _, without_it = accuracy_without("inverted")
+    assert result.source_accuracy["inverted"] < 0.35 and "collapsed" not in result.reason
+    assert with_it > without_it + 0.01
+    counts = outcome_counts(np.stack([columns[name] for name in columns], axis=1))
+    model = DawidSkene().fit(counts)
+    wrong_list = list(columns).index("wrong_list")
+    assert model.theta[wrong_list, 0, 2] == pytest.approx(model.theta[wrong_list, 1, 2])  # its yes: no evidence
