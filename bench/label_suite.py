@@ -15,7 +15,7 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-11 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-12 likewise
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from labelbench.corpora import (  # noqa: E402
     holdout9_sets,
     holdout10_sets,
     holdout11_sets,
+    holdout12_sets,
     real_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
@@ -62,7 +63,8 @@ HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
     "holdout8": (8, holdout8_sets), "holdout9": (9, holdout9_sets),
-    "holdout10": (10, holdout10_sets), "holdout11": (11, holdout11_sets)}
+    "holdout10": (10, holdout10_sets), "holdout11": (11, holdout11_sets),
+    "holdout12": (12, holdout12_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

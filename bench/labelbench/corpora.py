@@ -72,18 +72,21 @@ SPAM_HARD = ("hard-ham-1", "spam-1")
 # (fortunes-cs; its folder cz only links to cs) fortune cookies, under `rules_holdout10.yaml`.
 # Eleventh hold-out, added after the tenth was scored: the same on fortunes-mario's Brazilian Portuguese fortune
 # cookies (ASCII art left out), under `rules_holdout11.yaml`, whose lists include two-way rules.
+# Twelfth hold-out, added after the eleventh was scored: fortunes-zh (Chinese) and fortunes-bg (Bulgarian), under
+# `rules_holdout12.yaml`.
 FORTUNE_DEBS = {"holdout8": ("fortunes=1:1.99.1-7.3", "fortunes-es=1.36", "fortunes-de=0.35-1"),
                 "holdout9": ("fortunes-it=1.99-4.1", "fortunes-it-off=1.99-4.1", "fortunes-pl=0.0.20130525-3"),
                 "holdout10": ("fortunes-ru=1.52-3.1", "fortunes-cs=2.0.9-1.1"),
-                "holdout11": ("fortunes-mario=0.21-1.1",)}
+                "holdout11": ("fortunes-mario=0.21-1.1",),
+                "holdout12": ("fortunes-zh=2.98", "fortunes-bg=1.4")}
 # Parts whose packages put their files at the top of the fortunes folder, where the English pool reads: they are
 # unpacked into a folder of their own.
-FORTUNE_APART = {"holdout11"}
+FORTUNE_APART = {"holdout11", "holdout12"}
 # per language: (folder below usr/share/games/fortunes, prefix of its collection names, stored ROT13)
 FORTUNE_FOLDERS = {"en": ((".", "", False),), "es": (("es", "", False), ("es/off", "off/", True)),
                    "de": (("de", "", False),), "it": (("it", "", False), ("off/it", "off/", False)),
                    "pl": (("pl", "", False),), "ru": (("ru", "", False),), "cs": (("cs", "", False),),
-                   "pt": ((".", "", False),)}
+                   "pt": ((".", "", False),), "zh": ((".", "", False),), "bg": (("bg", "", False),)}
 FORTUNE_SKIP = {"ascii-art", "asciiart", "mario.arteascii"}
 
 
@@ -410,6 +413,11 @@ def holdout10_sets(cache: Path) -> list[BenchSet]:
 def holdout11_sets(cache: Path) -> list[BenchSet]:
     """The sets of the eleventh hold-out: one per question of `rules_holdout11.yaml` (Brazilian Portuguese)."""
     return _fortune_sets(cache, "holdout11")
+
+
+def holdout12_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the twelfth hold-out: one per question of `rules_holdout12.yaml` (Chinese and Bulgarian)."""
+    return _fortune_sets(cache, "holdout12")
 
 
 def _fortune_sets(cache: Path, part: str) -> list[BenchSet]:
