@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labelbench.corpora import (  # noqa: E402
+    FORTUNE_DEBS,
+    fortune_sets,
     holdout2_sets,
     holdout3_sets,
     holdout4_sets,
     holdout5_sets,
     holdout6_sets,
     holdout7_sets,
-    holdout8_sets,
-    holdout9_sets,
-    holdout10_sets,
-    holdout11_sets,
-    holdout12_sets,
     real_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
@@ -62,9 +60,7 @@ RARE = 0.2  # below this share the goal metric is the rarer class's F1
 HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
-    "holdout8": (8, holdout8_sets), "holdout9": (9, holdout9_sets),
-    "holdout10": (10, holdout10_sets), "holdout11": (11, holdout11_sets),
-    "holdout12": (12, holdout12_sets)}
+    **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS}}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

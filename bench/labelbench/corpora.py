@@ -348,7 +348,7 @@ def holdout3_sets(cache: Path) -> list[BenchSet]:
                                  f"{spec['corpus']}: is this review negative? (sources swapped)")
             sets += [rare_variant(review, share, f"{name}-rare"),
                      rare_variant(complaint, share, f"{name.replace('review', 'complaint')}-rare")]
-    return [BenchSet(f"{b.name} [holdout3]", b.family, b.votes, b.truth, b.note) for b in sets]
+    return _in_part(sets, "holdout3")
 
 
 def holdout4_sets(cache: Path) -> list[BenchSet]:
@@ -375,7 +375,7 @@ def holdout6_sets(cache: Path) -> list[BenchSet]:
         ids, texts, sentiment = read_labelled_json(folder / filename)
         sets += _sentiment_sets(spec, corpus, ids, texts, sentiment == 0, sentiment == 1,
                                 f"UCI sentences {filename} (npm {SENTIMENT_NPM})", "labelled 0", "labelled 1")
-    return [BenchSet(f"{b.name} [holdout6]", b.family, b.votes, b.truth, b.note) for b in sets]
+    return _in_part(sets, "holdout6")
 
 
 def holdout7_sets(cache: Path) -> list[BenchSet]:
@@ -392,35 +392,12 @@ def holdout7_sets(cache: Path) -> list[BenchSet]:
     hard = BenchSet("spam-hard", "spam_assassin", rule_votes(spec["sources"], ids, texts), spam,
                     f"{note} ({' + '.join(SPAM_HARD)})")
     sets = [every, rare_variant(every, SPAM_RARE_SHARE, "spam-rare"), hard]
-    return [BenchSet(f"{b.name} [holdout7]", b.family, b.votes, b.truth, b.note) for b in sets]
+    return _in_part(sets, "holdout7")
 
 
-def holdout8_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the eighth hold-out: one per question of `rules_holdout8.yaml`, on its language's fortunes."""
-    return _fortune_sets(cache, "holdout8")
-
-
-def holdout9_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the ninth hold-out: one per question of `rules_holdout9.yaml` (Italian and Polish)."""
-    return _fortune_sets(cache, "holdout9")
-
-
-def holdout10_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the tenth hold-out: one per question of `rules_holdout10.yaml` (Russian, Czech and Slovak)."""
-    return _fortune_sets(cache, "holdout10")
-
-
-def holdout11_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the eleventh hold-out: one per question of `rules_holdout11.yaml` (Brazilian Portuguese)."""
-    return _fortune_sets(cache, "holdout11")
-
-
-def holdout12_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the twelfth hold-out: one per question of `rules_holdout12.yaml` (Chinese and Bulgarian)."""
-    return _fortune_sets(cache, "holdout12")
-
-
-def _fortune_sets(cache: Path, part: str) -> list[BenchSet]:
+def fortune_sets(cache: Path, part: str) -> list[BenchSet]:
+    """The sets of a fortune hold-out (`part`, a key of FORTUNE_DEBS): one per question of `rules_<part>.yaml`,
+    on its language's fortunes."""
     specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
     folder = fetch_fortunes(cache / part if part in FORTUNE_APART else cache, FORTUNE_DEBS[part])
     pools = {language: read_fortunes(folder, language) for language in {spec["language"] for spec in specs.values()}}
@@ -434,6 +411,11 @@ def _fortune_sets(cache: Path, part: str) -> list[BenchSet]:
     return sets
 
 
+def _in_part(sets: list[BenchSet], part: str) -> list[BenchSet]:
+    """The same sets, named as sets of `part`."""
+    return [BenchSet(f"{b.name} [{part}]", b.family, b.votes, b.truth, b.note) for b in sets]
+
+
 def _rated_sets(cache: Path, spec: dict, corpora: dict[str, str], part: str) -> list[BenchSet]:
     folder = fetch_vader(cache)
     cut = spec["threshold"]
@@ -442,7 +424,7 @@ def _rated_sets(cache: Path, spec: dict, corpora: dict[str, str], part: str) -> 
         ids, texts, rating = read_rated(folder / filename)
         sets += _sentiment_sets(spec, corpus, ids, texts, rating <= cut, rating >= -cut, f"VADER {filename}",
                                 f"mean rating <= {cut}", f"mean rating >= {-cut}")
-    return [BenchSet(f"{b.name} [{part}]", b.family, b.votes, b.truth, b.note) for b in sets]
+    return _in_part(sets, part)
 
 
 def _sentiment_sets(spec: dict, corpus: str, ids: list[str], texts: list[str], negative: np.ndarray,
