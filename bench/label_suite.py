@@ -43,6 +43,7 @@ from labelbench.corpora import (  # noqa: E402
     holdout6_sets,
     holdout7_sets,
     real_sets,
+    wordnet_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
@@ -60,7 +61,8 @@ RARE = 0.2  # below this share the goal metric is the rarer class's F1
 HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
-    **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS}}
+    **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS},
+    "holdout13": (13, wordnet_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

