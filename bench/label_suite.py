@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labelbench.corpora import (  # noqa: E402
     FORTUNE_DEBS,
+    WORDNET_PARTS,
     fortune_sets,
     holdout2_sets,
     holdout3_sets,
@@ -62,7 +63,7 @@ HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
     **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS},
-    "holdout13": (13, wordnet_sets)}
+    **{part: (int(part.removeprefix("holdout")), partial(wordnet_sets, part=part)) for part in WORDNET_PARTS}}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

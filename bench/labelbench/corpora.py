@@ -91,10 +91,11 @@ FORTUNE_FOLDERS = {"en": ((".", "", False),), "es": (("es", "", False), ("es/off
                    "pt": ((".", "", False),), "zh": ((".", "", False),), "bg": (("bg", "", False),)}
 FORTUNE_SKIP = {"ascii-art", "asciiart", "mario.arteascii"}
 # Thirteenth hold-out, added after the twelfth was scored: WordNet 3.0's dictionary entries (Debian's wordnet-base),
-# one record per synset ("word, word: gloss"), under the questions of `rules_holdout13.yaml` on its nouns or verbs
+# one record per synset ("word, word: gloss"), under the questions of `rules_<part>.yaml` on its nouns or verbs
 # (a question's truth: the lexicographer file the synset is filed in, named as the package's lexnames(5) page names
-# them).
+# them). The fourteenth, added after the thirteenth was scored, asks nine other questions of the same entries.
 WORDNET_DEB = "wordnet-base=1:3.0-37"
+WORDNET_PARTS = ("holdout13", "holdout14")
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
