@@ -188,15 +188,21 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
         warnings.append("two informative sources: the estimates rest on the assumption that both are better "
                         "than chance")
     bound = _balance_bound(used.votes)
+    crossed = None
     if balance is None and bound is not None and (model.prior - bound) * (bound - 0.5) < 0 and \
             abs(model.prior - bound) > BOUND_MARGIN:
-        warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share of "
-                        f"yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
-        model = DawidSkene(class_balance=bound).fit(counts)
+        if (model.prior - 0.5) * (bound - 0.5) > 0:
+            warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share "
+                            f"of yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
+            model = DawidSkene(class_balance=bound).fit(counts)
+        else:
+            crossed = (f"its class balance {model.prior:.3f} and every two-way source's share of yes (to {bound:.3f}) "
+                       "lie on opposite sides of 0.5")
     p_yes = model.predict_proba(counts)
     n = len(p_yes)
     away = _explained_away(used, model.source_accuracy(), p_yes, given=balance is not None)
-    why = ("most votes came from sources it rated below chance" if model.collapsed(counts) else
+    why = (crossed if crossed else
+           "most votes came from sources it rated below chance" if model.collapsed(counts) else
            away if away else
            f"the no class holds under {MIN_CLASS_RECORDS:g} records' worth of probability, so its rates are only "
            "the prior's" if balance is None and (1 - model.prior) * n < MIN_CLASS_RECORDS else

@@ -158,6 +158,28 @@ def test_a_balance_beyond_every_two_way_share_is_held_at_the_bound():
     assert any("held at" in w for w in result.warnings)
 
 
+def test_a_fit_on_the_other_side_of_one_half_from_every_two_way_share_falls_back_with_the_balance_unknown():
+    # a rare class (9 %), two yes-only lists, and a two-way rule that names a fifth of the yes class and 1 % of
+    # the rest (Latin family names: animal families yes, plant families no): most of its votes are yes because
+    # its coverage depends on the class, not because the class is common. The fit (about 7 %) and the rule's
+    # share (about 67 %) disagree on which class is the larger; holding the balance at the share labelled 99 %
+    # of the records yes. The votes do not identify the balance: weighted vote, and the gate asks for the rate.
+    rng = np.random.default_rng(13)
+    n = 20000
+    truth = rng.random(n) < 0.09
+    lists = [np.where(rng.random(n) < np.where(truth, hit, miss), 1, -1) for hit, miss in ((0.6, 0.05), (0.3, 0.01))]
+    rule = np.where(truth & (rng.random(n) < 0.22), 1, np.where(~truth & (rng.random(n) < 0.012), 0, -1))
+    result = combine(table(*lists, rule), method="label_model")
+    assert (rule == 1).sum() / (rule >= 0).sum() > 0.6
+    assert "opposite sides of 0.5" in result.reason and "weighted vote is used instead" in result.reason
+    assert not result.balance_known and result.prior == pytest.approx(0.5)
+    assert not any("held at" in w for w in result.warnings)
+    ranked = p_yes(result)
+    assert ranked[truth].mean() > ranked[~truth].mean() + 0.1
+    given = combine(table(*lists, rule), method="label_model", class_balance=0.09)
+    assert given.balance_known and given.prior == pytest.approx(0.09) and labels(given).mean() < 0.2
+
+
 def test_weak_one_way_sources_that_empty_a_class_fall_back_to_weighted_vote():
     rng = np.random.default_rng(0)
     truth = rng.random(3000) < 0.5
