@@ -40,6 +40,7 @@ from .label_model import DawidSkene, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
+BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may set the balance across 0.5
 # A fitted no class with less probability mass than this many records is empty: a collapse. Only the no
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
@@ -147,22 +148,22 @@ def _degenerate(matrix: VoteMatrix, informative: np.ndarray, balance: float | No
         balance_known=balance is not None or bool(cast.size))
 
 
-def _balance_bound(votes: np.ndarray) -> float | None:
-    """The yes share among the votes of the two-way source nearest to 0 or 1, when all lie on one side of 0.5.
+def _balance_bound(votes: np.ndarray) -> tuple[float, float] | None:
+    """The yes share among the votes of the two-way source nearest to 0 or 1, when all lie on one side of 0.5,
+    with the share of the records that source votes on.
 
     A source better than chance whose coverage does not depend on the class votes yes on a share between the
     class balance and 0.5, so the balance lies at least as far from 0.5 as every such share.
     """
     yes, no = (votes == YES).sum(axis=0), (votes == NO).sum(axis=0)
-    two_way = (yes > 0) & (no > 0)
-    if not two_way.any():
+    two_way = np.flatnonzero((yes > 0) & (no > 0))
+    if not len(two_way):
         return None
     shares = yes[two_way] / (yes[two_way] + no[two_way])
-    if (shares < 0.5).all():
-        return float(shares.min())
-    if (shares > 0.5).all():
-        return float(shares.max())
-    return None
+    if not ((shares < 0.5).all() or (shares > 0.5).all()):
+        return None
+    j = two_way[np.argmax(np.abs(shares - 0.5))]
+    return float(yes[j] / (yes[j] + no[j])), float((yes[j] + no[j]) / len(votes))
 
 
 def _constant_kind(votes: np.ndarray) -> str:
@@ -190,17 +191,19 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     if informative.sum() == 2:
         warnings.append("two informative sources: the estimates rest on the assumption that both are better "
                         "than chance")
-    bound = _balance_bound(used.votes)
+    bound, coverage = _balance_bound(used.votes) or (None, 0.0)
     crossed = None
     if balance is None and bound is not None and (model.prior - bound) * (bound - 0.5) < 0 and \
             abs(model.prior - bound) > BOUND_MARGIN:
-        if (model.prior - 0.5) * (bound - 0.5) > 0:
+        # a narrow rule ("X, not Y") can vote on more records of one class than of the other, so its share may
+        # not carry the balance across 0.5; one that votes on most records (a teacher's answers) may
+        if (model.prior - 0.5) * (bound - 0.5) > 0 or coverage >= BROAD_SOURCE:
             warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share "
                             f"of yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
             model = DawidSkene(class_balance=bound).fit(counts)
         else:
-            crossed = (f"its class balance {model.prior:.3f} and every two-way source's share of yes (to {bound:.3f}) "
-                       "lie on opposite sides of 0.5")
+            crossed = (f"its class balance {model.prior:.3f} and every two-way source's share of yes (to {bound:.3f}, "
+                       f"from a source voting on {coverage:.0%} of the records) lie on opposite sides of 0.5")
     p_yes = model.predict_proba(counts)
     n = len(p_yes)
     away = _explained_away(used, model.source_accuracy(), p_yes, given=balance is not None)
