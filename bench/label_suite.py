@@ -9,13 +9,13 @@ as `expected_yes_rate`, which Assay's label model is then told too) and the same
 top balance·n records by P(yes), tie groups kept whole). Goal metric per set: accuracy, or F1 of the rarer
 class where it is under 20 % of the records.
 
-    .venv/bin/python bench/label_suite.py --part tune            # about 2 min per part on 2 busy cores
+    .venv/bin/python bench/label_suite.py --part tune            # 15-40 s per part on the idle 2-core machine
     .venv/bin/python bench/label_suite.py --part untouched
     .venv/bin/python bench/label_suite.py --part holdout2 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-12 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-16 likewise
 """
 
 from __future__ import annotations
