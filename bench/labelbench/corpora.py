@@ -93,10 +93,10 @@ FORTUNE_SKIP = {"ascii-art", "asciiart", "mario.arteascii"}
 # Thirteenth hold-out, added after the twelfth was scored: WordNet 3.0's dictionary entries (Debian's wordnet-base),
 # one record per synset ("word, word: gloss"), under the questions of `rules_<part>.yaml` on its nouns or verbs
 # (a question's truth: the lexicographer file the synset is filed in, named as the package's lexnames(5) page names
-# them). The fourteenth to sixteenth, each added after the one before was scored, ask nine other questions each of
-# the same entries.
+# them). The fourteenth to seventeenth, each added after the one before was scored, ask other questions of the same
+# entries (the seventeenth also of the adjectives).
 WORDNET_DEB = "wordnet-base=1:3.0-37"
-WORDNET_PARTS = ("holdout13", "holdout14", "holdout15", "holdout16")
+WORDNET_PARTS = ("holdout13", "holdout14", "holdout15", "holdout16", "holdout17")
 
 
 def _sdist(cache: Path, requirement: str) -> Path:

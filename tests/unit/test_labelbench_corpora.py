@@ -37,7 +37,8 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
                                   "rules_holdout13.yaml", "rules_holdout14.yaml",
-                                  "rules_holdout15.yaml", "rules_holdout16.yaml"])
+                                  "rules_holdout15.yaml", "rules_holdout16.yaml",
+                                  "rules_holdout17.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
