@@ -172,7 +172,7 @@ def fetch_spam_assassin(cache: Path) -> Path:
 def fetch_debs(cache: Path, packages: tuple[str, ...]) -> Path:
     """The root folder holding Debian `packages` ("name=version"), each downloaded with `apt-get download` and
     unpacked with `dpkg-deb` into `cache` on first use."""
-    root, debs = cache / "fortune-root", cache / "fortune-debs"
+    root, debs = cache / "deb-root", cache / "debs"
     for spec in packages:
         name = spec.split("=")[0]
         unpacked = root / f".{name}.unpacked"
@@ -448,11 +448,11 @@ def fortune_sets(cache: Path, part: str) -> list[BenchSet]:
     return sets
 
 
-def wordnet_sets(cache: Path, part: str = "holdout13") -> list[BenchSet]:
-    """The sets of the WordNet hold-out: one per question of `rules_<part>.yaml`, on the synsets of its part of
-    speech, true where the synset is filed in one of the question's `yes_lexnames`."""
+def wordnet_sets(cache: Path, part: str) -> list[BenchSet]:
+    """The sets of a WordNet hold-out (`part`, one of WORDNET_PARTS): one per question of `rules_<part>.yaml`, on
+    the synsets of its part of speech, true where the synset is filed in one of the question's `yes_lexnames`."""
     specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
-    share = fetch_wordnet(cache / part)
+    share = fetch_wordnet(cache / "wordnet")  # one unpacked package for every WordNet part
     pools = {pos: read_wordnet(share, pos) for pos in {spec["pos"] for spec in specs.values()}}
     sets = []
     for name, spec in specs.items():

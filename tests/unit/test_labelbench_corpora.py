@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from label_suite import stated_rate  # noqa: E402
 from labelbench.corpora import (  # noqa: E402
     HERE,
+    WORDNET_PARTS,
     mail_body,
     rare_variant,
     read_corpus,
@@ -36,9 +37,7 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
-                                  "rules_holdout13.yaml", "rules_holdout14.yaml",
-                                  "rules_holdout15.yaml", "rules_holdout16.yaml",
-                                  "rules_holdout17.yaml"])
+                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS)])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
