@@ -36,6 +36,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -65,11 +66,14 @@ CONFIGS: dict[str, tuple[str, int | None, dict]] = {
     "pool": ("minilm-l6", None, {}),
     "smollm2_top1_len64": ("smollm2-135m", 4000, {"max_length": 64}),
     "read200": ("minilm-l6", 4000, {}),  # labels made with expected_yes_rate = the yes share of 200 read records
+    "self_train": ("minilm-l6", 4000, {}),  # labels averaged with a cross-fitted student's P(yes) (see below)
 }
 # configs whose labels differ: the pool's votes recombined with the class balance a data team would state
 # after reading this many pool records (expected_yes_rate); added after the first grid showed the labels'
 # estimated prevalence, not the training settings, setting the F1
 LABEL_VARIANTS = {"read200": 200}
+# configs trained on self-trained labels (probe of 7 December, pre-registered in `self_trained_labels`)
+SELF_TRAINED, SELF_TRAIN_FOLDS = {"self_train"}, 2
 
 
 def prepare(work: Path) -> None:
@@ -108,6 +112,54 @@ def relabel(work: Path, qids: list[str], read: int) -> Path:
     return out
 
 
+def shift_to_mean(p: np.ndarray, mean: float) -> np.ndarray:
+    """``p`` moved by one constant on the logit scale so that its mean is ``mean`` (a prior shift)."""
+    logit = np.log(np.clip(p, 1e-6, 1 - 1e-6) / np.clip(1 - p, 1e-6, 1 - 1e-6)).astype(np.float64)
+    low, high = -30.0, 30.0
+    for _ in range(80):
+        middle = (low + high) / 2
+        low, high = (middle, high) if np.mean(1 / (1 + np.exp(-(logit + middle)))) < mean else (low, middle)
+    return 1 / (1 + np.exp(-(logit + (low + high) / 2)))
+
+
+def self_trained_labels(work: Path, labels: Path, questions: list, base: Path, cache) -> Path:
+    """``work/labels_self_train``: each question's P(yes) averaged with a cross-fitted default student's.
+
+    Pre-registered (7 December, before any run): the records of ``labels`` are split into
+    ``SELF_TRAIN_FOLDS`` folds by a seeded permutation; a default student trained on the other folds scores
+    each fold through the engine; its P(yes) is prior-shifted to the mean of the label model's P(yes) (so
+    the prevalence, and with it the decision rule, is unchanged) and averaged with the label model's P(yes).
+    The config is adopted only if it beats the default by more than ``MARGIN`` selection macro-F1 within the
+    demo's budget; the test split is read only then.
+    """
+    from assay.distill.data import load_question_data, read_seed
+    from assay.distill.evaluate import score_versions
+    from assay.distill.train import train_question
+    from assay.schemas.registry import Registry
+
+    out, seed = work / "labels_self_train", read_seed(labels)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(labels / "seed.parquet", out / "seed.parquet")
+    data = {q.spec.id: load_question_data(labels, q.spec.id, seed=seed) for q in questions}
+    fold = {qid: np.random.default_rng(SPLIT_SEED).permutation(len(d)) % SELF_TRAIN_FOLDS for qid, d in data.items()}
+    student = {qid: np.zeros(len(d)) for qid, d in data.items()}
+    for k in range(SELF_TRAIN_FOLDS):
+        registry = Registry(work / "registries" / f"self_train_fold{k}")
+        versions = [train_question(q, labels, registry, base, True, cache=cache,
+                                   data=data[q.spec.id].subset(np.flatnonzero(fold[q.spec.id] != k)))
+                    for q in questions]
+        for version in versions:
+            qid = version.question_id
+            held = np.flatnonzero(fold[qid] == k)
+            scores = score_versions([version], [data[qid].texts[i] for i in held], registry)
+            student[qid][held] = scores[(qid, version.version)]
+    for qid, d in data.items():
+        p_yes = ((d.p_yes + shift_to_mean(student[qid], float(d.p_yes.mean()))) / 2).astype(np.float32)
+        pq.write_table(pa.table({"id": d.ids, "p_yes": p_yes, "label": (p_yes >= 0.5).astype(np.int8)}),
+                       out / "labels" / f"{qid}.parquet")
+    return out
+
+
 def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
     """Train one config's 7 adapters on the pool labels; gold metrics on the selection split.
 
@@ -118,7 +170,7 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
 
     from assay.distill.data import load_question_data, read_seed
     from assay.distill.evaluate import evaluate_gold
-    from assay.distill.train import TrainConfig, make_cache, torch_threads, train_question
+    from assay.distill.train import TrainConfig, torch_threads, train_question
     from assay.schemas.loader import load_questions
     from assay.schemas.models import base_path
     from assay.schemas.registry import Registry
@@ -131,9 +183,12 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
         labels = relabel(work, [q.spec.id for q in questions], LABEL_VARIANTS[name])
     if records is not None:
         labels = subsample(labels, [q.spec.id for q in questions], records, Path(f"{labels}_{records}"))
-    registry, seed, rows, versions = Registry(work / "registries" / name), read_seed(labels), {}, []
     started = time.perf_counter()
     with torch_threads(threads):
+        if name in SELF_TRAINED:
+            labels = self_trained_labels(work, labels, questions, base,
+                                         _cache(caches, base_name, base, TrainConfig.for_spec(questions[0], **overrides)))
+        registry, seed, rows, versions = Registry(work / "registries" / name), read_seed(labels), {}, []
         for loaded in questions:
             begun = time.perf_counter()
             earlier = registry.versions(loaded.spec.id)
@@ -143,13 +198,8 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
                                         "version": earlier[-1].version,
                                         "holdout_f1": earlier[-1].metrics["holdout"]["f1"]}
                 continue
-            config = TrainConfig.for_spec(loaded, **overrides)
-            key = (base_name, config.max_length, config.top_layers)
-            if key not in caches:
-                while len(caches) >= 2:  # at most two caches in memory (about 0.8 GB each at 4,000 x 128)
-                    caches.pop(next(iter(caches)))
-                caches[key] = make_cache(base, config)
-            version = train_question(loaded, labels, registry, base, True, cache=caches[key],
+            cache = _cache(caches, base_name, base, TrainConfig.for_spec(loaded, **overrides))
+            version = train_question(loaded, labels, registry, base, True, cache=cache,
                                      data=load_question_data(labels, loaded.spec.id, seed=seed), **overrides)
             versions.append(version)
             rows[loaded.spec.id] = {"seconds": round(time.perf_counter() - begun, 1), "version": version.version,
@@ -161,6 +211,18 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
     return {"name": name, "base": base_name, "records": records, "overrides": overrides, "seconds": round(seconds, 1),
             "selection_macro_f1": float(np.mean([row["selection"]["f1"] for row in rows.values()])),
             "questions": rows}
+
+
+def _cache(caches: dict, base_name: str, base: Path, config):
+    """The lower-layer cache of (base, length, depth), made when missing; at most two kept in memory."""
+    from assay.distill.train import make_cache
+
+    key = (base_name, config.max_length, config.top_layers)
+    if key not in caches:
+        while len(caches) >= 2:  # about 0.8 GB each at 4,000 x 128
+            caches.pop(next(iter(caches)))
+        caches[key] = make_cache(base, config)
+    return caches[key]
 
 
 def select(work: Path, only: list[str] | None, threads: int) -> None:
