@@ -168,7 +168,7 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
     """
     from bench_train import subsample
 
-    from assay.distill.data import load_question_data, read_seed
+    from assay.distill.data import LabelsError, load_question_data, read_seed
     from assay.distill.evaluate import evaluate_gold
     from assay.distill.train import TrainConfig, torch_threads, train_question
     from assay.schemas.loader import load_questions
@@ -198,15 +198,19 @@ def run_config(work: Path, name: str, threads: int, caches: dict) -> dict:
                                         "version": earlier[-1].version,
                                         "holdout_f1": earlier[-1].metrics["holdout"]["f1"]}
                 continue
+            try:
+                data = load_question_data(labels, loaded.spec.id, seed=seed)
+            except LabelsError as error:  # what `assay train` refuses: no adapter, so no yes answer (F1 0)
+                rows[loaded.spec.id] = {"refused": str(error), "selection": {"f1": 0.0}}
+                continue
             cache = _cache(caches, base_name, base, TrainConfig.for_spec(loaded, **overrides))
-            version = train_question(loaded, labels, registry, base, True, cache=cache,
-                                     data=load_question_data(labels, loaded.spec.id, seed=seed), **overrides)
+            version = train_question(loaded, labels, registry, base, True, cache=cache, data=data, **overrides)
             versions.append(version)
             rows[loaded.spec.id] = {"seconds": round(time.perf_counter() - begun, 1), "version": version.version,
                                     "holdout_f1": version.metrics["holdout"]["f1"]}
         gold = evaluate_gold(versions, work / "selection.parquet", registry, progress=True)
     for qid, row in rows.items():
-        row["selection"] = gold[qid]["gold"]
+        row.setdefault("selection", gold.get(qid, {}).get("gold"))
     seconds = time.perf_counter() - started
     return {"name": name, "base": base_name, "records": records, "overrides": overrides, "seconds": round(seconds, 1),
             "selection_macro_f1": float(np.mean([row["selection"]["f1"] for row in rows.values()])),
