@@ -50,6 +50,7 @@ from students_report import markdown, plot  # noqa: E402
 
 from assay.distill import baselines as B  # noqa: E402
 from assay.distill.base import TrainConfig, make_cache, resolve_base  # noqa: E402
+from assay.distill.cascade import cascade  # noqa: E402
 from assay.distill.data import load_question_data, split_holdout  # noqa: E402
 from assay.distill.evaluate import score_versions  # noqa: E402
 from assay.distill.train import torch_threads, train_question  # noqa: E402
@@ -60,6 +61,7 @@ from assay.schemas.registry import Registry  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "jigsaw"
 QUESTIONS = ROOT / "examples" / "questions" / "jigsaw"
+CASCADE_SHARE = 0.05  # the demo's default (`make demo`, flows/demo.py)
 console = Console()
 
 
@@ -136,9 +138,9 @@ def reuse(work: Path, stamp: str | None, kind: str, qids: list[str]) -> dict | N
     return {q: registry.versions(q)[-1] for q in qids}
 
 
-def adapter_answers(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """{group: {split: {qid: answers}}} of adapter versions at their own thresholds, through the engine: one
-    pass per group (a student and an oracle share question ids and version numbers), every split at once."""
+def adapter_scores(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, dict[str, tuple[np.ndarray, float]]]]:
+    """{group: {split: {qid: (P(yes), threshold)}}} of adapter versions, through the engine: one pass per group (a
+    student and an oracle share question ids and version numbers), every split at once."""
     texts = [t for s in sets.values() for t in s["texts"]]
     out: dict = {}
     for name, group in groups.items():
@@ -146,7 +148,7 @@ def adapter_answers(groups: dict[str, dict], sets: dict) -> dict[str, dict[str, 
         start = 0
         for split, s in sets.items():
             part = slice(start, start + len(s["texts"]))
-            out.setdefault(name, {})[split] = {q: scores[(v.question_id, v.version)][part] >= v.threshold
+            out.setdefault(name, {})[split] = {q: (scores[(v.question_id, v.version)][part], v.threshold)
                                                for q, v in group.items()}
             start += len(s["texts"])
     return out
@@ -211,8 +213,23 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([f1(y[:, j], pred[:, j]) for j in range(y.shape[1])]))
 
 
-def summarise(methods: dict, sets: dict, qids: list[str], gpt4: dict, resamples: int) -> dict:
-    """Per split: F1 with interval per method and question, macro, and student-minus-method paired deltas."""
+def is_bad_cascades(student: dict[str, dict[str, tuple[np.ndarray, float]]], gpt4: dict) -> dict[str, dict]:
+    """Per split, the is_bad student with the demo's cascade: its least sure ``CASCADE_SHARE`` of the split's
+    records sent to the recorded GPT-4 answers, which replace the student's where GPT-4 answered."""
+    out = {}
+    for split, scores in student.items():
+        p, threshold = scores["is_bad"]
+        mask, said = gpt4[split]["mask"], gpt4[split]["answers"]
+        result = cascade(p, threshold, CASCADE_SHARE, lambda index, m=mask, a=said: (m[index], a[index]))
+        out[split] = {"answers": result.answers, "routed": int(result.routed.sum()),
+                      "answered": int(result.answered.sum())}
+    return out
+
+
+def summarise(methods: dict, sets: dict, qids: list[str], gpt4: dict, resamples: int,
+              cascades: dict | None = None) -> dict:
+    """Per split: F1 with interval per method and question, macro, and student-minus-method paired deltas; for
+    is_bad, student (and, given ``cascades``, student + cascade) against GPT-4 on the records GPT-4 answered."""
     out = {}
     for split, s in sets.items():
         y = np.stack([s["gold"][q] for q in qids], axis=1)
@@ -234,6 +251,12 @@ def summarise(methods: dict, sets: dict, qids: list[str], gpt4: dict, resamples:
             rows["gpt4_is_bad"] = {"records": int(mask.sum()), "gpt4": bootstrap_ci(f1, yb, gb, n=resamples),
                                    "student": bootstrap_ci(f1, yb, sb, n=resamples),
                                    "student_minus_gpt4": paired_bootstrap(f1, yb, sb, gb, n=resamples)}
+            if cascades:
+                cb = cascades[split]["answers"][mask]
+                rows["gpt4_is_bad"]["cascade"] = {
+                    "share": CASCADE_SHARE, "routed": cascades[split]["routed"],
+                    "answered": cascades[split]["answered"], "student_cascade": bootstrap_ci(f1, yb, cb, n=resamples),
+                    "student_cascade_minus_gpt4": paired_bootstrap(f1, yb, cb, gb, n=resamples)}
         out[split] = rows
     return out
 
@@ -291,9 +314,13 @@ def main() -> None:
             console.print("oracle (gold labels of the same seed):")
             gold_dir = oracle_labels(labels, qids, args.work / "labels-oracle", DATA / "train.parquet")
             oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache)
-        methods = adapter_answers({"student": students, "oracle": oracles}, sets)
+        scores = adapter_scores({"student": students, "oracle": oracles}, sets)
+        methods = {group: {split: {q: p >= threshold for q, (p, threshold) in answers.items()}
+                           for split, answers in splits.items()} for group, splits in scores.items()}
         methods.update(fitted)
-    results = summarise(methods, sets, qids, gpt4_answers(sets), args.resamples)
+    gpt4 = gpt4_answers(sets)
+    cascades = is_bad_cascades(scores["student"], gpt4) if "is_bad" in qids else None
+    results = summarise(methods, sets, qids, gpt4, args.resamples, cascades)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["promotion"] = {q: v.manifest["metrics"]["holdout"] for q, v in students.items()}
     write_result(args.out.with_suffix(".json"), config, results, header=header)
