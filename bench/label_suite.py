@@ -15,7 +15,7 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-17 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-18 likewise
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from labelbench.corpora import (  # noqa: E402
     holdout6_sets,
     holdout7_sets,
     real_sets,
+    sotu_sets,
     wordnet_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
@@ -63,7 +64,8 @@ HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
     **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS},
-    **{part: (int(part.removeprefix("holdout")), partial(wordnet_sets, part=part)) for part in WORDNET_PARTS}}
+    **{part: (int(part.removeprefix("holdout")), partial(wordnet_sets, part=part)) for part in WORDNET_PARTS},
+    "holdout18": (18, sotu_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

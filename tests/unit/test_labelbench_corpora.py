@@ -26,6 +26,7 @@ from labelbench.corpora import (  # noqa: E402
     read_fortunes,
     read_labelled_json,
     read_rated,
+    read_sotu,
     read_spam_assassin,
     read_wordnet,
     rule_votes,
@@ -37,7 +38,7 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
-                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS)])
+                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS), "rules_holdout18.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
@@ -110,6 +111,23 @@ def test_read_fortunes_undoes_rot13_in_the_offensive_section_and_drops_texts_fil
     ids, texts, files = read_fortunes(tmp_path, "es")
     assert texts == ["Chiste feo.", "La vida es sueño.\n  -- Calderón"]  # the twice-filed text is gone
     assert files == ["off/varios.fortunes", "vida.fortunes"] and ids == ["es/off/varios.fortunes/0", "es/vida.fortunes/1"]
+
+
+def test_read_sotu_splits_each_address_into_sentences_with_its_year_and_party(tmp_path: Path) -> None:
+    import json
+
+    address = {"year": 1862, "name": "Abraham Lincoln", "party": "Republican",
+               "text": " Fellow-Citizens of the Senate: Since your last assembling another year has passed. Mr. "
+                       "Seward has the papers. Is it well? \"We trust so,\" said he."}
+    (tmp_path / "1862_abraham_lincoln_r.json").write_text(json.dumps(address))
+    (tmp_path / "2021_joseph_r_biden_d.json").write_text(json.dumps(
+        {"year": 2021, "name": "Joseph R. Biden", "party": "Democratic", "text": "Thank you all. America is on the move."}))
+    ids, texts, years, parties = read_sotu(tmp_path)
+    assert texts == ["Fellow-Citizens of the Senate: Since your last assembling another year has passed.",
+                     "Seward has the papers.", '"We trust so," said he.', "America is on the move."]
+    assert ids == ["1862_abraham_lincoln_r/0", "1862_abraham_lincoln_r/1", "1862_abraham_lincoln_r/2",
+                   "2021_joseph_r_biden_d/0"]
+    assert years.tolist() == [1862, 1862, 1862, 2021] and parties == ["Republican"] * 3 + ["Democratic"]
 
 
 def test_read_wordnet_reads_words_gloss_and_lexicographer_file(tmp_path: Path) -> None:
