@@ -182,10 +182,7 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
                              balance_known=fit.balance_known)
     used = _subset(matrix, informative)
     counts = outcome_counts(used.votes, used.conf)
-    # with the balance given, a rule nested in a list counts as its copy; with it estimated, the pair's co-firing
-    # is part of what places the balance, and counting them once moved it far off (the label suite's fifteenth
-    # hold-out, estimated: 0.019 -> 0.507 on wn_nature), so there they count apart as before
-    model = DawidSkene(class_balance=balance, nested_copies=balance is not None).fit(counts)
+    model = DawidSkene(class_balance=balance).fit(counts)
     accuracy = np.full(len(matrix.sources), 0.5)
     accuracy[informative] = model.source_accuracy()
     if informative.sum() == 2:

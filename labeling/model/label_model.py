@@ -67,7 +67,6 @@ class DawidSkene:
     max_iter: int = 200
     tol: float = 1e-6
     class_balance: float | None = None  # hold the prior at this value instead of estimating it
-    nested_copies: bool = False  # a source whose votes lie inside another's same votes counts as its copy
     prior: float = field(default=0.5, init=False)
     theta: np.ndarray | None = field(default=None, init=False)  # (m, 2, 3): P(outcome | class)
     weights: np.ndarray | None = field(default=None, init=False)  # (m,): share of a source in the likelihood
@@ -77,7 +76,7 @@ class DawidSkene:
     def fit(self, counts: np.ndarray) -> DawidSkene:
         """Estimate the class prior and per-source outcome distributions from `outcome_counts(...)`."""
         m = counts.shape[1] // 3
-        self.weights = dependency_weights(counts, nested=self.nested_copies)
+        self.weights = dependency_weights(counts)
         self._em(counts, m)
         return self
 
@@ -157,12 +156,10 @@ def better_than_chance(totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(theta, 1e-9, 1.0), below
 
 
-def dependency_weights(counts: np.ndarray, nested: bool = False) -> np.ndarray:
+def dependency_weights(counts: np.ndarray) -> np.ndarray:
     """Per source 1 / (size of its group of copies), groups being connected components of the pairs that vote
     on much the same records (Jaccard >= OVERLAP) with Cohen's kappa >= DUPLICATE_KAPPA where both vote, or
-    (one-way sources, whose kappa is undefined) that fire on the same records (Jaccard >= SAME_RECORDS), and,
-    when `nested`, of the pairs where at least SAME_RECORDS of one source's votes are cast the same way by the
-    other (a rule whose words are among a list's: it co-fires with the list on every record it names).
+    (one-way sources, whose kappa is undefined) that fire on the same records (Jaccard >= SAME_RECORDS).
 
     Model-free on purpose: a fitted model takes a block of copies for the truth and rates them near-perfect.
     """
@@ -180,9 +177,6 @@ def dependency_weights(counts: np.ndarray, nested: bool = False) -> np.ndarray:
     jaccard = both / np.maximum(np.add.outer(cast, cast) - both, 1e-9)  # they vote on the same records
     one_way_twins = (chance >= 0.999) & (agreement >= 0.999) & (jaccard >= SAME_RECORDS)
     copies = ((kappa >= DUPLICATE_KAPPA) & (jaccard >= OVERLAP)) | one_way_twins
-    if nested:
-        inside = (yes.T @ yes + no.T @ no) / np.maximum(cast, 1e-9)[:, None]  # [b, a]: b's votes a casts alike
-        copies |= (inside >= SAME_RECORDS) | (inside.T >= SAME_RECORDS)
     np.fill_diagonal(copies, True)
     group = np.arange(m)
     for _ in range(m):  # connected components by min-label propagation
