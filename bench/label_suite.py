@@ -15,7 +15,7 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-19 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-20 likewise
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labelbench.corpora import (  # noqa: E402
+    FOLDOC_PARTS,
     FORTUNE_DEBS,
     WORDNET_PARTS,
     foldoc_sets,
@@ -66,7 +67,8 @@ HOLDOUTS = {  # part: (synthetic seed, real sets)
     "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
     **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS},
     **{part: (int(part.removeprefix("holdout")), partial(wordnet_sets, part=part)) for part in WORDNET_PARTS},
-    "holdout18": (18, sotu_sets), "holdout19": (19, foldoc_sets)}
+    **{part: (int(part.removeprefix("holdout")), partial(foldoc_sets, part=part)) for part in FOLDOC_PARTS},
+    "holdout18": (18, sotu_sets)}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:

