@@ -15,7 +15,7 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-21 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-22 likewise
 """
 
 from __future__ import annotations

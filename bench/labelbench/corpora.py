@@ -106,10 +106,10 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 MIN_SENTENCE = 20  # characters; shorter pieces are split-off abbreviations ("Mr.") and headings
 # Nineteenth hold-out, added after the eighteenth was scored: the Free On-line Dictionary of Computing (Debian's
 # dict-foldoc), one record per entry with a subject tag, under the questions of `rules_<part>.yaml` (a question's
-# truth: the entry's own subject tags). The twentieth and twenty-first, each added after the one before was
+# truth: the entry's own subject tags). The twentieth to twenty-second, each added after the one before was
 # scored, ask nine other questions each of the same entries.
 FOLDOC_DEB = "dict-foldoc=20230119-1"
-FOLDOC_PARTS = ("holdout19", "holdout20", "holdout21")
+FOLDOC_PARTS = ("holdout19", "holdout20", "holdout21", "holdout22")
 FOLDOC_TAG = re.compile(r"(?m)^[ \t]*(?:\d+\.[ \t]*)?<([a-z][a-z ,]*[a-z])>")  # "<networking>", "2. <company>"
 DICTD_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"  # dictd's base-64 offsets
 
