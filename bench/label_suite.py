@@ -62,13 +62,11 @@ from assay.labeling.model.label_model import PRIOR_COUNT  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
 
 RARE = 0.2  # below this share the goal metric is the rarer class's F1
-HOLDOUTS = {  # part: (synthetic seed, real sets)
-    "holdout2": (2, holdout2_sets), "holdout3": (3, holdout3_sets), "holdout4": (4, holdout4_sets),
-    "holdout5": (5, holdout5_sets), "holdout6": (6, holdout6_sets), "holdout7": (7, holdout7_sets),
-    **{part: (int(part.removeprefix("holdout")), partial(fortune_sets, part=part)) for part in FORTUNE_DEBS},
-    **{part: (int(part.removeprefix("holdout")), partial(wordnet_sets, part=part)) for part in WORDNET_PARTS},
-    **{part: (int(part.removeprefix("holdout")), partial(foldoc_sets, part=part)) for part in FOLDOC_PARTS},
-    "holdout18": (18, sotu_sets)}
+HOLDOUTS = {  # part: its real sets; the part's number seeds its synthetic draws
+    "holdout2": holdout2_sets, "holdout3": holdout3_sets, "holdout4": holdout4_sets, "holdout5": holdout5_sets,
+    "holdout6": holdout6_sets, "holdout7": holdout7_sets, "holdout18": sotu_sets,
+    **{part: partial(sets, part=part) for sets, parts in ((fortune_sets, FORTUNE_DEBS), (wordnet_sets, WORDNET_PARTS),
+                                                          (foldoc_sets, FOLDOC_PARTS)) for part in parts}}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:
@@ -145,8 +143,9 @@ def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = Fa
     """The sets of the suite, cut to `part`."""
     sets: list[BenchSet] = []
     if part in HOLDOUTS:
-        sets += [synthetic_set(name, HOLDOUTS[part][0]) for name in CASES] if "synthetic" in families else []
-        return sets + (HOLDOUTS[part][1](cache / "corpora") if "real" in families else [])
+        seed = int(part.removeprefix("holdout"))
+        sets += [synthetic_set(name, seed) for name in CASES] if "synthetic" in families else []
+        return sets + (HOLDOUTS[part](cache / "corpora") if "real" in families else [])
     if "synthetic" in families:
         sets += [synthetic_set(name, 0 if part == "tune" else 1) for name in CASES]
     if "jigsaw" in families:

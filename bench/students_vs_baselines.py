@@ -54,6 +54,7 @@ from assay.distill.cascade import cascade  # noqa: E402
 from assay.distill.data import load_question_data, split_holdout  # noqa: E402
 from assay.distill.evaluate import score_versions  # noqa: E402
 from assay.distill.train import torch_threads, train_question  # noqa: E402
+from assay.flows.demo import CASCADE_SHARE  # noqa: E402
 from assay.labeling.gold import gold_labels  # noqa: E402
 from assay.schemas import load_questions  # noqa: E402
 from assay.schemas.registry import Registry  # noqa: E402
@@ -61,7 +62,6 @@ from assay.schemas.registry import Registry  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "jigsaw"
 QUESTIONS = ROOT / "examples" / "questions" / "jigsaw"
-CASCADE_SHARE = 0.05  # the demo's default (`make demo`, flows/demo.py)
 console = Console()
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # the repo's examples/, or assay/examples
+CASCADE_SHARE = 0.05  # share of dev records the student is least sure about sent to the recorded teacher
 
 
 class DemoDataError(ValueError):
@@ -105,7 +106,7 @@ def dev_table(questions: Path, out: Path, dev: Path, trained: dict[str, Any], re
     return {"questions": rows, "speed": speed}
 
 
-def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000, cascade_share: float = 0.05,
+def run_demo(questions: Path, data: Path, out: Path, sample: int = 4000, cascade_share: float = CASCADE_SHARE,
              cascade_budget_usd: float | None = None) -> dict[str, Any]:
     """The demo as one Prefect flow run of the production flows; writes OUT/report.{md,json} and f1.png."""
     from prefect import flow

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from assay.flows.demo import EXAMPLES
+from assay.flows.demo import CASCADE_SHARE, EXAMPLES
 
 console = Console()
 NOT_SOURCES = ("majority vote", "combined labels", "student", "student + cascade")
@@ -52,7 +52,7 @@ def demo(questions: Path = typer.Option(EXAMPLES / "questions" / "jigsaw", help=
          data: Path = typer.Option(EXAMPLES / "data" / "jigsaw", help="Folder with train.parquet and dev.parquet."),
          out: Path = typer.Option(Path("runs/demo"), help="Where the run's files go."),
          sample: int = typer.Option(4000, "--sample", min=50, help="Seed records to label."),
-         cascade_share: float = typer.Option(0.05, "--cascade-share", min=0.0, max=1.0,
+         cascade_share: float = typer.Option(CASCADE_SHARE, "--cascade-share", min=0.0, max=1.0,
                                              help="Share of dev records the student is least sure about that go "
                                                   "to the recorded teacher (0: no cascade)."),
          cascade_budget_usd: float | None = typer.Option(None, "--cascade-budget-usd", min=0.0,

@@ -162,8 +162,9 @@ def _balance_bound(votes: np.ndarray) -> tuple[float, float] | None:
     shares = yes[two_way] / (yes[two_way] + no[two_way])
     if not ((shares < 0.5).all() or (shares > 0.5).all()):
         return None
-    j = two_way[np.argmax(np.abs(shares - 0.5))]
-    return float(yes[j] / (yes[j] + no[j])), float((yes[j] + no[j]) / len(votes))
+    k = int(np.argmax(np.abs(shares - 0.5)))
+    j = two_way[k]
+    return float(shares[k]), float((yes[j] + no[j]) / len(votes))
 
 
 def _constant_kind(votes: np.ndarray) -> str:
