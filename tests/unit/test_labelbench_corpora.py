@@ -205,3 +205,15 @@ def test_by_kind_splits_synthetic_jigsaw_and_keyword_sets() -> None:
     assert kinds["keyword lists"]["sets"] == 2 and kinds["keyword lists"]["assay"] == pytest.approx(0.3)
     assert kinds["keyword lists"]["majority"] == pytest.approx(0.4)
     assert kinds["keyword lists"]["snorkel"] == pytest.approx(0.425)  # where it cannot run: majority vote's
+
+
+def test_the_floor_probe_adds_the_rarer_class_where_p_says_so_and_keeps_the_prevalence_cut_otherwise():
+    from label_floor_probe import with_floor
+
+    from assay.labeling.metrics import prevalence_labels
+
+    p = np.array([0.95, 0.9, 0.8, 0.6, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert prevalence_labels(p, 0.1)[0].sum() == 1
+    assert with_floor(p, 0.1).tolist() == [True] * 4 + [False] * 6  # every P(yes) > 0.5 is labelled yes
+    assert with_floor(1 - p, 0.9).tolist() == [False] * 4 + [True] * 6  # the same for a rare "no"
+    assert with_floor(p, 0.5).tolist() == prevalence_labels(p, 0.5)[0].tolist()  # a cut before 0.5 stays
