@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from label_suite import HOLDOUTS, _balance, goal_metric, stated_rate, suite  # noqa: E402
 from labelbench.methods import BASELINES, run_method  # noqa: E402
-from provenance import write_result  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
 from assay.labeling.metrics import prevalence_labels  # noqa: E402
 from assay.labeling.votes import vote_matrix  # noqa: E402
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/labelbench"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/label_floor_probe.json"))
     args = parser.parse_args()
+    config = {k: str(v) for k, v in vars(args).items()} | {"rules": list(RULES), "parts": list(PARTS)}
+    header = provenance(config)
     from tqdm.auto import tqdm
 
     runs = {}
@@ -88,8 +90,7 @@ def main() -> None:
         misses = sum(len(run[rule]["below_majority"]) + len(run[rule]["below_best"]) for run in runs.values())
         lines.append(f"\n{rule}: mean margin {np.mean(margins):+.4f}; >= +0.02 on {sum(m >= 0.02 for m in margins)} "
                      f"of {len(margins)} runs; clean runs {clean}; set misses {misses}")
-    write_result(args.out, {k: str(v) for k, v in vars(args).items()} | {"rules": list(RULES), "parts": list(PARTS)},
-                 runs)
+    write_result(args.out, config, runs, header=header)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
