@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from label_suite import HOLDOUTS, _balance, goal_metric, stated_rate, suite  # noqa: E402
 from labelbench.methods import BASELINES, run_method  # noqa: E402
+from labelbench.report import summary  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
 
 from assay.labeling.metrics import prevalence_labels  # noqa: E402
@@ -41,16 +42,12 @@ RULES = {"prevalence": lambda p, rate: prevalence_labels(p, rate)[0], "prevalenc
 
 
 def run_summary(rows: list[dict], rule: str) -> dict:
-    """One run (part x mode) under one rule: mean margin over the best baseline on average, and the sets below
-    majority vote by more than 0.01 or below the best baseline by more than 0.02."""
-    def mean(method: str) -> float:
-        return float(np.mean([(r[rule].get(method) or r[rule]["majority"]) for r in rows]))
-    best = max(BASELINES, key=mean)
-    below_majority = [r["set"] for r in rows if r[rule]["assay"] < r[rule]["majority"] - 0.01]
-    below_best = [r["set"] for r in rows
-                  if r[rule]["assay"] < max(v for k, v in r[rule].items() if k in BASELINES and v is not None) - 0.02]
-    return {"best_baseline": best, "margin": round(mean("assay") - mean(best), 4),
-            "below_majority": below_majority, "below_best": below_best}
+    """One run (part x mode) under one rule: the suite's goal checks (`labelbench.report.summary`) on it."""
+    checks = summary([{"set": r["set"], "methods": {m: None if g is None else {"goal": g} for m, g in r[rule].items()}}
+                      for r in rows])
+    best = max((m for m in BASELINES if m in checks["means"]), key=checks["means"].get)
+    return {"best_baseline": best, "margin": round(checks["means"]["assay"] - checks["best_baseline_mean"], 4),
+            "below_majority": checks["fails_mv"], "below_best": checks["fails_best"]}
 
 
 def main() -> None:
