@@ -75,14 +75,15 @@ def run(work: Path, threads: int) -> dict:
             gold = gold_set(work / "selection.parquet", qid)
             tfidf = fit_tfidf_lr(train, hold, prevalence, config["class_weight"], config["seed"])
             student = score_versions([version], [*hold.texts, *gold.texts], registry)[(qid, version.version)]
-            s_hold, s_sel = student[: len(hold)], student[len(hold):]
+            s_hold, s_sel = student[: len(hold)], student[len(hold) :]
             t_hold, t_sel = tfidf.score(hold.texts), tfidf.score(gold.texts)
             fused_threshold = prevalence_threshold(fuse(s_hold, t_hold), prevalence)
-            rows[qid] = {"student": f1(gold.label, s_sel >= version.threshold),
-                         "tfidf": f1(gold.label, t_sel >= tfidf.threshold),
-                         "fused": f1(gold.label, fuse(s_sel, t_sel) >= fused_threshold),
-                         "thresholds": {"student": version.threshold, "tfidf": tfidf.threshold,
-                                        "fused": fused_threshold}}
+            rows[qid] = {
+                "student": f1(gold.label, s_sel >= version.threshold),
+                "tfidf": f1(gold.label, t_sel >= tfidf.threshold),
+                "fused": f1(gold.label, fuse(s_sel, t_sel) >= fused_threshold),
+                "thresholds": {"student": version.threshold, "tfidf": tfidf.threshold, "fused": fused_threshold},
+            }
             print(qid, {k: round(v, 3) for k, v in rows[qid].items() if k != "thresholds"}, flush=True)
     macro = {arm: float(np.mean([r[arm] for r in rows.values()])) for arm in ("student", "tfidf", "fused")}
     delta = macro["fused"] - macro["student"]
@@ -98,8 +99,10 @@ def main() -> None:
     results = run(args.work, args.threads)
     write_result(args.out, {**vars(args), "margin": MARGIN, "fusion": "sigmoid(mean of the two logits)"}, results)
     macro = results["selection_macro_f1"]
-    print(f"selection macro-F1: student {macro['student']:.3f}, TF-IDF {macro['tfidf']:.3f}, fused "
-          f"{macro['fused']:.3f} ({results['fused_minus_student']:+.3f}); adopt: {results['adopt']}")
+    print(
+        f"selection macro-F1: student {macro['student']:.3f}, TF-IDF {macro['tfidf']:.3f}, fused "
+        f"{macro['fused']:.3f} ({results['fused_minus_student']:+.3f}); adopt: {results['adopt']}"
+    )
 
 
 if __name__ == "__main__":
