@@ -67,6 +67,8 @@ CONFIGS: dict[str, tuple[str, int | None, dict]] = {
     "smollm2_top1_len64": ("smollm2-135m", 4000, {"max_length": 64}),
     "read200": ("minilm-l6", 4000, {}),  # labels made with expected_yes_rate = the yes share of 200 read records
     "self_train": ("minilm-l6", 4000, {}),  # labels averaged with a cross-fitted student's P(yes) (see below)
+    # the adapter without its lexical head (the default before 7 December; student_fusion_probe.py)
+    "adapter_only": ("minilm-l6", 4000, {"lexical_head": False}),
 }
 # configs whose labels differ: the pool's votes recombined with the class balance a data team would state
 # after reading this many pool records (expected_yes_rate); added after the first grid showed the labels'

@@ -42,6 +42,7 @@ class TrainConfig:
     class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
     holdout: float = 0.2
     threshold_rule: Literal["prevalence", "f1"] = "prevalence"
+    lexical_head: bool = True  # fuse a TF-IDF + LR head with the adapter (assay.engine.lexical)
     patience: int = 1
     seed: int = 0
     device: str = "cpu"

@@ -6,7 +6,8 @@ is set by the student's rule: on the held-out part, say yes to the label model's
 yes records (:func:`~assay.distill.evaluate.prevalence_threshold`). So a baseline and the student see
 the same records, the same targets and the same decision rule; only the model differs.
 
-- :func:`fit_tfidf_lr`: word 1-2-gram and character 3-5-gram TF-IDF, logistic regression.
+- :func:`fit_tfidf_lr`: word 1-2-gram and character 3-5-gram TF-IDF, logistic regression (the student's
+  lexical head, :func:`fit_lexical_head`, on its own).
 - :func:`fit_embedding_lr`: frozen MiniLM sentence embeddings (mean pooled, as the embedding source
   computes them), logistic regression.
 - :func:`fit_setfit`: SetFit (contrastive fine-tuning of the MiniLM body on sampled pairs), then the
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from assay.engine.lexical import LexicalHead, from_fitted
 from assay.schemas.questions import QuestionSpec, RulesSource
 
 from .data import QuestionData, class_weights
@@ -109,15 +111,24 @@ def tfidf_vectorizer(texts: Sequence[str]):
     return _VECTORIZERS[key]
 
 
-def fit_tfidf_lr(train: QuestionData, hold: QuestionData, prevalence: float, class_weight: str = "sqrt",
-                 seed: int = 0) -> Baseline:
+def fit_lexical_head(train: QuestionData, hold: QuestionData, class_weight: str = "sqrt", seed: int = 0) -> LexicalHead:
     """TF-IDF (word 1-2 grams + character 3-5 grams, sublinear tf; fitted without labels on the train and
-    hold-out texts) and a soft logistic regression."""
+    hold-out texts) and a soft logistic regression, as a head the engine can load (:mod:`assay.engine.lexical`)."""
     vectorizer = tfidf_vectorizer([*train.texts, *hold.texts])
     model = _fit_logistic(vectorizer.transform(train.texts), train.p_yes, vectorizer.transform(hold.texts),
                           hold.p_yes, class_weight, seed)
-    return _decided("tfidf_lr", lambda texts: model.predict_proba(vectorizer.transform(list(texts)))[:, 1],
-                    hold, prevalence)
+    return from_fitted(vectorizer, model)
+
+
+def tfidf_baseline(head: LexicalHead, hold: QuestionData, prevalence: float) -> Baseline:
+    """The TF-IDF + LR baseline of a fitted lexical head, decided by the student's rule."""
+    return _decided("tfidf_lr", head.probability, hold, prevalence)
+
+
+def fit_tfidf_lr(train: QuestionData, hold: QuestionData, prevalence: float, class_weight: str = "sqrt",
+                 seed: int = 0) -> Baseline:
+    """TF-IDF + logistic regression (:func:`fit_lexical_head`) on its own."""
+    return tfidf_baseline(fit_lexical_head(train, hold, class_weight, seed), hold, prevalence)
 
 
 def minilm_embedder(cache_dir: Path | None = None) -> Callable[[list[str]], np.ndarray]:

@@ -7,6 +7,9 @@ stopping and for the threshold, and fixed seeds. The threshold makes the held-ou
 label model's estimated prevalence (``threshold_rule="prevalence"``, the default) or maximises F1 on
 the held-out soft labels (``"f1"``).
 The lower layers' outputs are computed once for all questions (:mod:`assay.distill.cache`).
+By default (``lexical_head``) the TF-IDF + LR model the promotion gate fits on the same labels is saved
+beside the adapter and fused with it (:mod:`assay.engine.lexical`); the threshold and the held-out metrics
+are the fused student's, and the gate compares it with that TF-IDF model alone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from peft import get_peft_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from assay.engine.lexical import LexicalHead, fuse
 from assay.engine.model import architecture
 from assay.labeling.metrics import f1_threshold
 from assay.labeling.pipeline import read_question_summaries
@@ -34,7 +38,7 @@ from assay.schemas.loader import LoadedQuestion
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError, base_sha256
 
 from .base import TrainConfig, first_adapted_layer, load_base, lora_config, make_cache, resolve_base
-from .baselines import fit_tfidf_lr
+from .baselines import fit_lexical_head, tfidf_baseline
 from .cache import LowerLayerCache, upper_layers_only
 from .data import LabelsError, QuestionData, class_weights, load_question_data, read_seed, split_holdout
 from .evaluate import (
@@ -232,9 +236,9 @@ def _fit(model: nn.Module, cache: LowerLayerCache, train: QuestionData, hold: Qu
     return best
 
 
-def holdout_baseline(train: QuestionData, hold: QuestionData, prevalence: float, config: TrainConfig) -> dict[str, Any]:
-    """Held-out metrics of TF-IDF + logistic regression trained on the same labels, same threshold rule."""
-    baseline = fit_tfidf_lr(train, hold, prevalence, class_weight=config.class_weight, seed=config.seed)
+def holdout_baseline(head: LexicalHead, hold: QuestionData, prevalence: float) -> dict[str, Any]:
+    """Held-out metrics of TF-IDF + logistic regression (the lexical head alone) on the same labels, same rule."""
+    baseline = tfidf_baseline(head, hold, prevalence)
     return {"name": baseline.name, **binary_metrics(baseline.score(hold.texts), hold.label, baseline.threshold,
                                                     soft=hold.p_yes)}
 
@@ -255,9 +259,11 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
     weights = class_weights(train.p_yes, config.class_weight)
     best = _fit(peft_model, cache, train, hold, config, weights, progress)
     prevalence = float(data.p_yes.mean())  # the label model's estimated share of yes records
-    threshold = choose_threshold(best.p_hold, hold.p_yes, prevalence, config.threshold_rule)
-    holdout_metrics = {**binary_metrics(best.p_hold, hold.label, threshold, soft=hold.p_yes),
-                       "baseline": holdout_baseline(train, hold, prevalence, config)}
+    head = fit_lexical_head(train, hold, config.class_weight, config.seed)
+    p_hold = fuse(best.p_hold, head.logit(hold.texts)) if config.lexical_head else best.p_hold
+    threshold = choose_threshold(p_hold, hold.p_yes, prevalence, config.threshold_rule)
+    holdout_metrics = {**binary_metrics(p_hold, hold.label, threshold, soft=hold.p_yes),
+                       "baseline": holdout_baseline(head, hold, prevalence)}
     arch = architecture(cache.model)
     manifest = {
         "spec_version": loaded.spec.version, "question": loaded.spec.question,
@@ -275,8 +281,10 @@ def _train_question(loaded: LoadedQuestion, labels_dir: Path, registry: Registry
     }
     with tempfile.TemporaryDirectory() as tmp:
         peft_model.save_pretrained(tmp)
+        if config.lexical_head:
+            head.save(Path(tmp))
         (Path(tmp) / "holdout_ids.json").write_text(json.dumps(hold.ids))
-        reliability_plot(best.p_hold, hold.label.astype(np.float64), Path(tmp) / "reliability.png",
+        reliability_plot(p_hold, hold.label.astype(np.float64), Path(tmp) / "reliability.png",
                          f"{qid} — held-out seed records (n={len(hold)})")
         return registry.save(qid, tmp, manifest)
 

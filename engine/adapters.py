@@ -21,6 +21,8 @@ from safetensors.torch import load_file
 
 from assay.schemas.registry import AdapterVersion
 
+from .lexical import LexicalHead, load_lexical_head
+
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -47,6 +49,7 @@ class LoraAdapter:
     source: AdapterVersion
     modules: dict[str, LoraWeights]
     head: dict[str, torch.Tensor]  # parameter name of the head module ("weight", "bias") -> tensor
+    lexical: LexicalHead | None = None  # fused with the adapter's P(yes) when `assay train` saved one
 
     @property
     def question_id(self) -> str:
@@ -131,4 +134,4 @@ def load_adapter(source: AdapterVersion, head_name: str = "classifier") -> LoraA
         modules[module] = LoraWeights(a=a, b=b, scale=float(scale))
     if not modules:
         raise AdapterError(f"{path}: no LoRA weights in {WEIGHTS_FILE}")
-    return LoraAdapter(source=source, modules=modules, head=head)
+    return LoraAdapter(source=source, modules=modules, head=head, lexical=load_lexical_head(path))

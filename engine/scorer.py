@@ -3,7 +3,8 @@
 Used by ``assay score`` (Parquet in, Parquet out), the Kafka consumer (``score_table``) and the
 flows (``reload`` on promotion). Adapters come from the registry's current versions, or are added
 and removed by hand; the base model is loaded once. Calls are serialised by a lock, so ``reload``
-from another thread never changes the adapters in the middle of a batch.
+from another thread never changes the adapters in the middle of a batch. An adapter that `assay train`
+saved with a lexical head (:mod:`assay.engine.lexical`) answers with the fusion of the two.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from assay.schemas.registry import AdapterVersion, Registry
 
 from .adapters import load_adapter
 from .batching import encode, token_batches
+from .lexical import fuse
 from .model import MultiLoraModel
 
 DEFAULT_BATCH_TOKENS = 16_384
@@ -147,8 +149,22 @@ class Scorer:
                 for batch in token_batches(encoded.ids, self.batch_tokens, len(qids), self.pad_id):
                     result = self.model.probabilities(batch.input_ids, batch.attention_mask)
                     probs[start + batch.indices] = result.cpu().numpy()
+            self._fuse_lexical(texts, qids, probs)
             self.records += len(texts)
         return {qid: probs[:, k].copy() for k, qid in enumerate(qids)}
+
+    def _fuse_lexical(self, texts: Sequence[str], qids: list[str], probs: np.ndarray) -> None:
+        """Fuse each adapter's P(yes) with its lexical head, where it has one (in place); heads on the same
+        TF-IDF features share one transform per chunk."""
+        heads = {k: self.model.adapters[qid].lexical for k, qid in enumerate(qids)}
+        heads = {k: head for k, head in heads.items() if head is not None}
+        for start in range(0, len(texts) if heads else 0, CHUNK_ROWS):
+            chunk, features = texts[start:start + CHUNK_ROWS], {}
+            for k, head in heads.items():
+                if head.features_key not in features:
+                    features[head.features_key] = head.features(chunk)
+                rows = slice(start, start + len(chunk))
+                probs[rows, k] = fuse(probs[rows, k], head.logit(features=features[head.features_key]))
 
     def score_table(self, table: pa.Table, run_id: str | None = None) -> pa.Table:
         """Score a record table (``id``, ``text``) into the output schema: ``id``, ``<q>``, ``<q>_p`` per question.

@@ -148,6 +148,8 @@ def train(
     threshold_rule: str | None = typer.Option(None, "--threshold-rule", help="prevalence (default: yes rate on the "
                                               "hold-out = the labels' estimated prevalence) or f1 (maximise "
                                               "held-out F1 on the soft labels)."),
+    lexical_head: bool = typer.Option(True, "--lexical-head/--no-lexical-head",
+                                      help="Fuse a TF-IDF + LR head with each adapter (default; see docs/QUALITY.md)."),
 ) -> None:
     """Distil one LoRA adapter per question from the label run, evaluate it, promote it if good enough."""
     from assay.distill.data import LabelsError
@@ -163,7 +165,7 @@ def train(
         loaded = load_questions(questions)
         results = train_questions(loaded, labels, registry, base=base, gold_path=gold, only=wanted, epochs=epochs,
                                   top_layers=top_layers, max_length=max_length, device=device, threads=threads,
-                                  threshold_rule=threshold_rule)
+                                  threshold_rule=threshold_rule, lexical_head=lexical_head)
     except (QuestionSpecError, LabelsError, RegistryError, KeyError, ValueError, OSError) as error:
         _fail(error)
     table, notes = _results_table(results, registry)

@@ -189,20 +189,26 @@ def test_train_questions_promotes_and_engine_matches_peft(llama, tmp_path):
     assert "promoted" in registry.current("is_bad").manifest["decision"]
 
     from assay.engine.batching import encode
+    from assay.engine.lexical import fuse, load_lexical_head
     from assay.engine.scorer import Scorer
 
     scorer = Scorer.from_registry(tmp_path / "reg")
     engine = scorer.score_texts(texts[:8])["is_bad"]
     encoded = encode(scorer.tokenizer, texts[:8], 32)
+    folder = registry.current("is_bad").path
+    head = load_lexical_head(folder)  # saved by `assay train`, fused with the adapter's P(yes)
+    assert head is not None and {"lexical_head.json", "lexical_head.safetensors"} <= {f.name for f in folder.iterdir()}
     for k in range(8):
         ids = torch.tensor([encoded.ids[k]])
-        reference = peft_probabilities(llama, registry.current("is_bad").path, ids, torch.ones_like(ids))
-        assert abs(float(reference[0]) - float(engine[k])) < 1e-5
+        reference = peft_probabilities(llama, folder, ids, torch.ones_like(ids))
+        fused = fuse(reference.numpy(), head.logit([texts[k]]))
+        assert abs(float(fused[0]) - float(engine[k])) < 1e-5
 
     # retraining the same labels: the new version is evaluated against the current on the same records
-    # (no min_f1 this time, so that the comparison with the current version decides)
+    # (no min_f1 this time, so that the comparison with the current version decides; the adapter alone: a lexical
+    # head would find the words by itself)
     again = train_questions([loaded(tmp_path, "is_bad", promotion=lenient)], labels, tmp_path / "reg", base=llama, gold_path=gold, progress=False,
-                            **{**TINY, "epochs": 1, "learning_rate": 1e-6})
+                            **{**TINY, "epochs": 1, "learning_rate": 1e-6, "lexical_head": False})
     assert not again[0].decision.promoted and "worse than current v1" in again[0].decision.reason
     assert registry.current_version("is_bad") == 1
 
@@ -211,7 +217,7 @@ def test_real_minilm_adapter_loads_in_plain_peft_and_scores_the_same_in_the_engi
     labels = write_labels(tmp_path / "labels", n=48)
     registry = Registry(tmp_path / "reg")
     version = train_question(loaded(tmp_path), labels, registry, progress=False, max_length=24, epochs=1,
-                             batch_size=16)
+                             batch_size=16, lexical_head=False)  # the adapter alone: what plain PEFT computes
     assert version.manifest["base_model_sha256"] and version.manifest["training"]["layers_to_transform"] == [5]
     registry.promote("is_bad", version.version)
     from assay.engine.batching import encode
@@ -275,11 +281,13 @@ def test_degenerate_labels_train_but_are_never_promoted(llama, tmp_path):
 
 def test_an_adapter_that_does_not_beat_tfidf_on_its_labels_is_refused(llama, tmp_path):
     """Labels a bag of words separates perfectly: TF-IDF + LR reaches held-out F1 near 1, so the tiny adapter
-    (one epoch, learning rate too low to learn) cannot beat it and stays unpromoted."""
+    (one epoch, learning rate too low to learn) cannot beat it, alone or fused with the lexical head, and stays
+    unpromoted."""
     labels = write_labels(tmp_path / "labels", n=400)
     question = loaded(tmp_path, "is_bad", promotion={"min_holdout_positives": 5})
-    result = train_questions([question], labels, tmp_path / "reg", base=llama, progress=False,
-                             **{**TINY, "epochs": 1, "learning_rate": 1e-6})[0]
-    hold = result.version.manifest["metrics"]["holdout"]
-    assert hold["baseline"]["f1"] > 0.9 and hold["f1"] < hold["baseline"]["f1"]
-    assert not result.decision.promoted and "does not beat tfidf_lr" in result.decision.reason
+    for lexical_head in (False, True):  # the adapter alone, and fused with the head it does not improve on
+        result = train_questions([question], labels, tmp_path / "reg", base=llama, progress=False,
+                                 **{**TINY, "epochs": 1, "learning_rate": 1e-6, "lexical_head": lexical_head})[0]
+        hold = result.version.manifest["metrics"]["holdout"]
+        assert hold["baseline"]["f1"] > 0.9 and hold["f1"] <= hold["baseline"]["f1"], (lexical_head, hold)
+        assert not result.decision.promoted and "does not beat tfidf_lr" in result.decision.reason
