@@ -78,12 +78,13 @@ def markdown(results: dict[str, Any], qids: list[str]) -> str:
              "F1 of the yes class against gold [95 % bootstrap interval]. Every trained method learns from the "
              "same label-model labels of the same 4,000 seed records, with the same train/hold-out split and "
              "the same threshold rule; the oracle is the student's recipe on the seed's gold labels.", ""]
-    titles = {"dev": "dev.parquet (938 records, natural rates)",
-              "untouched": "untouched: the pool records outside the seed (never used for any choice)"}
+    titles = {"dev": "dev.parquet ({:,} records, natural rates)",
+              "untouched": "untouched: {:,} pool records outside the seed"}
     for name, split in results.items():
         if not isinstance(split, dict) or "methods" not in split:
             continue
-        lines += [f"## {titles.get(name, name)}", "", *table(split, qids), "", "Goals:", "", *goals(split), ""]
+        title = titles.get(name, name + " ({:,} records)").format(split["records"])
+        lines += [f"## {title}", "", *table(split, qids), "", "Goals:", "", *goals(split), ""]
     lines += [f"Run time {results.get('seconds', 0):.0f} s.", ""]
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ The bundled questions state ``expected_yes_rate`` (the yes share of 200 seed rec
 reads them; tests/unit/test_bundled_questions.py); ``--estimate-balance`` drops it, so the label model
 estimates every class balance. ``--read N`` labels the same seed again with each question's
 ``expected_yes_rate`` set to the yes share of N of its seed records and runs everything on those labels.
+``--exclude-ids`` drops a file's records from both sets before scoring (a split a choice was made on).
 Writes OUT.json (bench/provenance.py), OUT.md and OUT.png.
 """
 
@@ -117,6 +118,20 @@ def eval_sets(labels: Path, qids: list[str]) -> dict[str, dict]:
             gold[qid] = np.array([label_of[i] for i in ids], dtype=bool)
         sets[name] = {"ids": ids, "texts": [text_of[i] for i in ids], "gold": gold}
     return sets
+
+
+def without_records(sets: dict, methods: dict, scores: dict, exclude: set[str]) -> tuple[dict, dict, dict]:
+    """The sets, every method's answers and the adapters' scores with the records whose id is in ``exclude``
+    dropped from every split (``--exclude-ids``)."""
+    keep = {split: np.array([i not in exclude for i in s["ids"]]) for split, s in sets.items()}
+    sets = {split: {"ids": [i for i, k in zip(s["ids"], keep[split]) if k],
+                    "texts": [t for t, k in zip(s["texts"], keep[split]) if k],
+                    "gold": {q: g[keep[split]] for q, g in s["gold"].items()}} for split, s in sets.items()}
+    methods = {m: {split: {q: a[keep[split]] for q, a in answers.items()} for split, answers in splits.items()}
+               for m, splits in methods.items()}
+    scores = {g: {split: {q: (p[keep[split]], t) for q, (p, t) in answers.items()} for split, answers in splits.items()}
+              for g, splits in scores.items()}
+    return sets, methods, scores
 
 
 def train_all(questions, labels: Path, registry: Path, cache) -> dict:
@@ -282,6 +297,8 @@ def main() -> None:
                         "made before the questions stated their rates)")
     parser.add_argument("--baselines-only", action="store_true", help="fit the baselines, save their answers in "
                         "WORK/baselines-*.npz (a later run reads them) and stop")
+    parser.add_argument("--exclude-ids", type=Path, help="Parquet file with an id column: score without these "
+                        "records (e.g. a selection split a choice was made on)")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
                         "label run: score those adapters instead of training again")
     args = parser.parse_args()
@@ -318,6 +335,9 @@ def main() -> None:
         methods = {group: {split: {q: p >= threshold for q, (p, threshold) in answers.items()}
                            for split, answers in splits.items()} for group, splits in scores.items()}
         methods.update(fitted)
+        if args.exclude_ids:
+            exclude = set(pq.read_table(args.exclude_ids, columns=["id"]).column("id").cast(pa.string()).to_pylist())
+            sets, methods, scores = without_records(sets, methods, scores, exclude)
     gpt4 = gpt4_answers(sets)
     cascades = is_bad_cascades(scores["student"], gpt4) if "is_bad" in qids else None
     results = summarise(methods, sets, qids, gpt4, args.resamples, cascades)
