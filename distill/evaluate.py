@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
-from assay.labeling.metrics import f1_threshold, precision_recall_f1
+from assay.labeling.metrics import f1_threshold, far_from_balance, precision_recall_f1
 from assay.schemas.questions import Promotion, QuestionSpec
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
@@ -258,8 +258,8 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
 
 def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) -> str | None:
     """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, a guessed
-    class balance, labels a tie group moved far from the balance, too few held-out yes records, not better than
-    TF-IDF + logistic regression on the same labels, ``min_f1``."""
+    class balance, labels a tie group moved far from the balance, soft labels whose mean P(yes) is far from it,
+    too few held-out yes records, not better than TF-IDF + logistic regression on the same labels, ``min_f1``."""
     training, hold = version.manifest.get("training", {}), metrics.get("holdout", {})
     if "yes_rate" not in training or "baseline" not in hold:
         return ("not promoted: the manifest has no label yes rate or baseline measurement (trained by an older "
@@ -282,6 +282,14 @@ def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) 
                 "P(yes) (most often those no source voted on) was labelled alike (see the label report's warning); "
                 "add a source that votes on those records (an embedding source votes on every record) and, if "
                 "the question file has none, an `expected_yes_rate`; then label and train again")
+    prior, trained_on = label_model.get("prior"), training.get("estimated_prevalence")
+    if rules.require_labels_near_balance and prior is not None and trained_on is not None and \
+            far_from_balance(trained_on, prior):
+        return (f"not promoted: the labels' P(yes) averages {trained_on:.1%} for a class balance of {prior:.1%}, so "
+                f"the adapter learned, and its threshold says yes to, about {trained_on:.1%}; the combined "
+                "probabilities do not follow the balance (most often after the label model fell back to a vote, "
+                "see the label report); add sources that vote both ways (or more examples for the embedding "
+                "source), then label and train again")
     if hold["positives"] < rules.min_holdout_positives:
         need = math.ceil(rules.min_holdout_positives * seed / max(hold["positives"], 1))
         return (f"not promoted: the hold-out holds {hold['positives']} yes record(s), fewer than min_holdout_positives "

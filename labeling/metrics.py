@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# A yes rate this far from the class balance (both as a ratio and in points) does not follow it.
+BALANCE_RATIO, BALANCE_POINTS = 1.5, 0.05
+
+
+def far_from_balance(rate: float, balance: float) -> bool:
+    """Whether a yes rate (of labels, or a mean P(yes)) lies far from the class balance: at least
+    ``BALANCE_POINTS`` off and outside a factor of ``BALANCE_RATIO`` either way."""
+    ratio = (rate + 1e-9) / (balance + 1e-9)
+    return abs(rate - balance) >= BALANCE_POINTS and not 1 / BALANCE_RATIO < ratio < BALANCE_RATIO
+
 
 def precision_recall_f1(gold: np.ndarray, predicted: np.ndarray) -> tuple[float, float, float]:
     """Precision, recall and F1 of the yes class (0 where undefined), unrounded."""

@@ -215,7 +215,8 @@ class Promotion(_Strict):
         "and no expected_yes_rate or gold was given): their yes rate says nothing about the question."))
     require_labels_near_balance: bool = Field(default=True, description=(
         "Refuse labels whose yes rate one tie group moved far from the class balance (most often the records "
-        "no source voted on, labelled alike): they follow the tie rule, not the question."))
+        "no source voted on, labelled alike), or whose mean P(yes), what the student learns, lies far from it: "
+        "they follow the tie rule or an uncalibrated vote, not the question."))
 
 
 class QuestionSpec(_Strict):

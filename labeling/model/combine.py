@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..gold import gold_rows
-from ..metrics import binary_scores, prevalence_labels
+from ..metrics import binary_scores, far_from_balance, prevalence_labels
 from ..votes import ABSTAIN, NO, YES, VoteMatrix, vote_matrix
 from .label_model import DawidSkene, outcome_counts
 
@@ -45,9 +45,6 @@ BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may s
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
-# Labels whose yes rate lies this far from the class balance (both as a ratio and in points) because one tie
-# group decided it get a warning: the labels then follow the tie rule, not the balance.
-TIE_RATIO, TIE_POINTS = 1.5, 0.05
 
 
 @dataclass
@@ -250,7 +247,7 @@ def _tie_warning(p_yes: np.ndarray, labels: np.ndarray, prior: float, silent: np
     inside one large group of records with the same P(yes), which the decision rule labels alike."""
     n = len(labels)
     rate = float(labels.mean()) if n else 0.0
-    if not n or abs(rate - prior) < TIE_POINTS or 1 / TIE_RATIO < (rate + 1e-9) / (prior + 1e-9) < TIE_RATIO:
+    if not n or not far_from_balance(rate, prior):  # far: then one tie group decided it
         return None
     # the group the balance's count fell inside sits at the cut: the last one in (too many yes) or first one out
     value = p_yes[labels].min() if rate > prior else p_yes[~labels].max()

@@ -192,6 +192,25 @@ def test_labels_with_a_guessed_class_balance_are_not_promoted(setup, tmp_path):
     assert allowed.promoted
 
 
+def test_soft_labels_whose_mean_is_far_from_the_balance_are_not_promoted(setup, tmp_path):
+    """A fallback vote's P(yes) can average 47 % on a question stated at 3 % while its hard labels follow the
+    balance (seen on a new 3 %-positive question, bench/new_questions.py --read 200): the student learns the 47 %."""
+    root, _, _ = setup
+    registry = Registry(tmp_path / "reg")
+    shutil.copytree(root / "reg" / "is_bad", tmp_path / "reg" / "is_bad")
+    version = registry.get("is_bad", 1)
+    label_model = {"reason": "no gold labels; the label model collapsed; weighted vote is used instead",
+                   "prior": 0.03, "balance_known": True, "labels_follow_balance": True}
+    far = registry.update_manifest(version, training={**version.manifest["training"], "estimated_prevalence": 0.466},
+                                   sources={"label_model": label_model})
+    decision = promote_if_better(registry, far, gated({"f1": 0.99}), spec())
+    assert not decision.promoted and registry.current("is_bad") is None
+    assert "P(yes) averages 46.6% for a class balance of 3.0%" in decision.reason
+    assert "add sources that vote both ways" in decision.reason
+    near = registry.update_manifest(far, training={**far.manifest["training"], "estimated_prevalence": 0.04})
+    assert promote_if_better(registry, near, gated({"f1": 0.99}), spec()).promoted
+
+
 def test_labels_a_tie_group_moved_off_the_balance_are_not_promoted(setup, tmp_path):
     root, _, _ = setup
     registry = Registry(tmp_path / "reg")
