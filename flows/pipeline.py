@@ -25,6 +25,8 @@ from prefect.context import TaskRunContext
 from assay.flows import events
 from assay.flows.resume import file_digest, fingerprint, finished, record
 from assay.schemas import LoadedQuestion, load_questions, select
+from assay.schemas.files import sha256_files
+from assay.schemas.registry import Registry
 
 
 def labels_dir(run_dir: str | Path) -> Path:
@@ -107,7 +109,7 @@ def train_question(question: LoadedQuestion, run_dir: str, registry: str, base: 
     """
     from assay.distill import train as distill
     from assay.distill.data import LabelsError
-    from assay.schemas.registry import Registry, RegistryError
+    from assay.schemas.registry import RegistryError
 
     logger = get_run_logger()
     qid = question.spec.id
@@ -148,10 +150,14 @@ def train(questions: str, run_dir: str, registry: str, only: str | None = None, 
 
 # ---- evaluate and promote ---------------------------------------------------------------------
 def _evaluation_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Adapter versions never change once saved: the metrics depend only on the version and the data."""
+    """The metrics depend on the adapter version's own files (a registry made again in the same folder reuses
+    version numbers for other adapters), its threshold and held-out metrics, and the data."""
     labels = labels_dir(parameters["run_dir"]) / "labels" / f"{parameters['question_id']}.parquet"
+    saved = Registry(parameters["registry"]).get(parameters["question_id"], parameters["version"])
+    files = sorted(p for p in saved.path.iterdir() if p.is_file() and p.name != "manifest.json")
     return fingerprint("evaluate", str(Path(parameters["registry"]).resolve()), parameters["question_id"],
-                       parameters["version"], file_digest(labels), _optional_digest(parameters["gold"]))
+                       parameters["version"], sha256_files(saved.path, files), saved.threshold,
+                       saved.metrics.get("holdout"), file_digest(labels), _optional_digest(parameters["gold"]))
 
 
 @task(name="evaluate-adapter", cache_key_fn=_evaluation_key, persist_result=True,
@@ -160,7 +166,6 @@ def evaluate_adapter(registry: str, question_id: str, version: int, run_dir: str
                      gold: str | None = None) -> dict[str, Any]:
     """Metrics of one adapter version: on its held-out labels (measured when it was trained) and on gold."""
     from assay.distill.evaluate import evaluate
-    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     saved = reg.get(question_id, version)
@@ -178,7 +183,6 @@ def promote_if_better(question: LoadedQuestion, registry: str, version: int,
                       metrics: dict[str, Any]) -> dict[str, Any]:
     """Promote the version when it passes the question's bar and beats the current one; emit the event."""
     from assay.distill.evaluate import promote_if_better as decide
-    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     qid = question.spec.id
@@ -201,7 +205,6 @@ def evaluate_and_promote(questions: str, run_dir: str, registry: str, versions: 
 
     With ``versions`` ({question: version}), only the questions named there, at those versions.
     """
-    from assay.schemas.registry import Registry
 
     reg = Registry(registry)
     decisions = {}

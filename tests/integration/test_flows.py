@@ -4,6 +4,7 @@ PEFT adapters in a real registry (tiny random Llama base, so it stays fast on CP
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import UTC
 from pathlib import Path
@@ -291,3 +292,21 @@ def test_label_flow_reports_a_spent_llm_budget_as_an_event(prefect_api, tmp_path
 def test_previous_month_wraps_the_year():
     assert report.previous_month("2027-01") == "2026-12"
     assert report.previous_month("2026-11") == "2026-10"
+
+
+def test_evaluation_is_not_reused_for_another_adapter_under_the_same_version(prefect_api, llama_registry, tmp_path):
+    """A registry made again in the same folder (`make demo-fresh`) numbers its new adapters 1 again: the cached
+    evaluation of the old v1 must not come back for them."""
+    from assay.flows.pipeline import evaluate_adapter
+
+    base, _, adapters = llama_registry
+    run_dir, folder = tmp_path / "run", tmp_path / "registry"
+    (run_dir / "labels" / "labels").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["r0"], "p_yes": [0.9], "label": [1]}), run_dir / "labels" / "labels" / "q1.parquet")
+    measured = []
+    for name, f1 in (("q1_v1", 0.61), ("q1_v2", 0.72)):
+        Registry(folder).save("q1", adapters[name], {"base_model": str(base), "threshold": 0.5,
+                                                      "metrics": {"holdout": {"f1": f1}}})
+        measured.append(evaluate_adapter(str(folder), "q1", 1, str(run_dir))["holdout"]["f1"])
+        shutil.rmtree(folder)
+    assert measured == [0.61, 0.72]
