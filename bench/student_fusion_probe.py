@@ -41,19 +41,9 @@ from assay.distill.baselines import fit_tfidf_lr  # noqa: E402
 from assay.distill.data import load_question_data, read_seed, split_holdout  # noqa: E402
 from assay.distill.evaluate import gold_set, prevalence_threshold, score_versions  # noqa: E402
 from assay.distill.train import torch_threads  # noqa: E402
+from assay.engine.lexical import fuse, logit  # noqa: E402
 from assay.schemas.loader import load_questions  # noqa: E402
 from assay.schemas.registry import Registry  # noqa: E402
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)), clipped away from 0 and 1."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
-
-
-def fuse(p_student: np.ndarray, p_lexical: np.ndarray) -> np.ndarray:
-    """Sigmoid of the mean of the two logits (equal weights)."""
-    return 1.0 / (1.0 + np.exp(-(logit(p_student) + logit(p_lexical)) / 2))
 
 
 def run(work: Path, threads: int) -> dict:
@@ -77,11 +67,11 @@ def run(work: Path, threads: int) -> dict:
             student = score_versions([version], [*hold.texts, *gold.texts], registry)[(qid, version.version)]
             s_hold, s_sel = student[: len(hold)], student[len(hold) :]
             t_hold, t_sel = tfidf.score(hold.texts), tfidf.score(gold.texts)
-            fused_threshold = prevalence_threshold(fuse(s_hold, t_hold), prevalence)
+            fused_threshold = prevalence_threshold(fuse(s_hold, logit(t_hold)), prevalence)
             rows[qid] = {
                 "student": f1(gold.label, s_sel >= version.threshold),
                 "tfidf": f1(gold.label, t_sel >= tfidf.threshold),
-                "fused": f1(gold.label, fuse(s_sel, t_sel) >= fused_threshold),
+                "fused": f1(gold.label, fuse(s_sel, logit(t_sel)) >= fused_threshold),
                 "thresholds": {"student": version.threshold, "tfidf": tfidf.threshold, "fused": fused_threshold},
             }
             print(qid, {k: round(v, 3) for k, v in rows[qid].items() if k != "thresholds"}, flush=True)
