@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 HEAD_FILE, WEIGHTS_FILE, FORMAT = "lexical_head.json", "lexical_head.safetensors", 1
+MAX_SHARED = 8  # distinct vectorizer sets kept loaded (one per label run in use)
+_LOADED: dict[str, tuple[tuple[str, Any], ...]] = {}
 # the vectorizer settings saved and restored (everything that changes transform() once the vocabulary is fixed)
 SETTINGS = (
     "analyzer",
@@ -121,12 +123,33 @@ def load_lexical_head(folder: Path) -> LexicalHead | None:
     if not path.is_file():
         return None
     from safetensors.numpy import load_file
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
     head = json.loads(path.read_text())
     if head.get("format") != FORMAT:
         raise ValueError(f"{path}: lexical head format {head.get('format')!r}, this engine reads {FORMAT}")
     tensors = load_file(str(folder / WEIGHTS_FILE))
+    digest = hashlib.blake2b(json.dumps(head["vectorizers"]).encode(), digest_size=16)
+    for described in head["vectorizers"]:
+        if f"idf.{described['name']}" not in tensors:
+            raise ValueError(f"{folder / WEIGHTS_FILE}: no idf weights for vectorizer {described['name']!r}")
+        digest.update(np.ascontiguousarray(tensors[f"idf.{described['name']}"]).tobytes())
+    key = digest.hexdigest()
+    if key not in _LOADED:  # heads of one label run share their vectorizers: one copy in memory
+        while len(_LOADED) >= MAX_SHARED:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = _vectorizers(head, tensors, path)
+    vectorizers = _LOADED[key]
+    coef = tensors["coef"]
+    width = sum(len(v.vocabulary_) for _, v in vectorizers)
+    if coef.shape != (width,):
+        raise ValueError(f"{folder / WEIGHTS_FILE}: {coef.shape[0]} coefficients for {width} TF-IDF features")
+    return LexicalHead(vectorizers, coef, float(head["intercept"]))
+
+
+def _vectorizers(head: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> tuple[tuple[str, Any], ...]:
+    """The fitted vectorizers a head file describes."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     vectorizers = []
     for described in head["vectorizers"]:
         settings = dict(described["settings"], ngram_range=tuple(described["settings"]["ngram_range"]))
@@ -139,8 +162,4 @@ def load_lexical_head(folder: Path) -> LexicalHead | None:
         vectorizer = TfidfVectorizer(vocabulary=described["terms"], **settings)
         vectorizer.idf_ = idf
         vectorizers.append((described["name"], vectorizer))
-    coef = tensors["coef"]
-    width = sum(len(v.vocabulary_) for _, v in vectorizers)
-    if coef.shape != (width,):
-        raise ValueError(f"{folder / WEIGHTS_FILE}: {coef.shape[0]} coefficients for {width} TF-IDF features")
-    return LexicalHead(tuple(vectorizers), coef, float(head["intercept"]))
+    return tuple(vectorizers)

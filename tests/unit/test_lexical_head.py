@@ -52,3 +52,13 @@ def test_fuse_is_the_sigmoid_of_the_mean_logit():
     assert fuse(np.array([0.5]), np.array([0.0]))[0] == pytest.approx(0.5)
     assert fuse(np.array([0.9]), logit(np.array([0.1])))[0] == pytest.approx(0.5)  # opposite parts cancel
     assert np.all(np.diff(fuse(np.full(5, 0.7), np.linspace(-3, 3, 5))) > 0)  # monotone in each part
+
+
+def test_heads_of_one_label_run_share_their_vectorizers_in_memory(tmp_path):
+    train, hold = records(300, 0), records(80, 1)
+    for name, seed in (("a", 0), ("b", 1)):
+        (tmp_path / name).mkdir()
+        fit_lexical_head(train, hold, seed=seed, class_weight="none" if seed else "sqrt").save(tmp_path / name)
+    a, b = load_lexical_head(tmp_path / "a"), load_lexical_head(tmp_path / "b")
+    assert a.vectorizers is b.vectorizers and a.features_key == b.features_key
+    assert not np.array_equal(a.coef, b.coef)
