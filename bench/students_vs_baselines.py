@@ -134,13 +134,15 @@ def without_records(sets: dict, methods: dict, scores: dict, exclude: set[str]) 
     return sets, methods, scores
 
 
-def train_all(questions, labels: Path, registry: Path, cache) -> dict:
-    """One adapter per question (not promoted) with the default settings, on the shared lower-layer cache."""
+def train_all(questions, labels: Path, registry: Path, cache, lexical_head: bool = True) -> dict:
+    """One adapter per question (not promoted) with the default settings (``lexical_head`` aside), on the shared
+    lower-layer cache."""
     reg = Registry(registry)
     versions = {}
     for loaded in questions:
         started = time.perf_counter()
-        versions[loaded.spec.id] = train_question(loaded, labels, reg, progress=False, cache=cache)
+        versions[loaded.spec.id] = train_question(loaded, labels, reg, progress=False, cache=cache,
+                                                  lexical_head=lexical_head)
         console.print(f"  trained {loaded.spec.id} in {time.perf_counter() - started:.0f} s ({registry.name})")
     return versions
 
@@ -299,6 +301,8 @@ def main() -> None:
                         "WORK/baselines-*.npz (a later run reads them) and stop")
     parser.add_argument("--exclude-ids", type=Path, help="Parquet file with an id column: score without these "
                         "records (e.g. a selection split a choice was made on)")
+    parser.add_argument("--no-lexical-head", dest="lexical_head", action="store_false", help="train the students "
+                        "and the oracle without the lexical head (the adapter alone, the default before 7 December)")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
                         "label run: score those adapters instead of training again")
     args = parser.parse_args()
@@ -327,10 +331,10 @@ def main() -> None:
             cache = make_cache(resolve_base(questions[0], None), TrainConfig.for_spec(questions[0]))
             stamp = time.strftime("%H%M%S")
             console.print("students:")
-            students = train_all(questions, labels, args.work / f"registry-student-{stamp}", cache)
+            students = train_all(questions, labels, args.work / f"registry-student-{stamp}", cache, args.lexical_head)
             console.print("oracle (gold labels of the same seed):")
             gold_dir = oracle_labels(labels, qids, args.work / "labels-oracle", DATA / "train.parquet")
-            oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache)
+            oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache, args.lexical_head)
         scores = adapter_scores({"student": students, "oracle": oracles}, sets)
         methods = {group: {split: {q: p >= threshold for q, (p, threshold) in answers.items()}
                            for split, answers in splits.items()} for group, splits in scores.items()}
