@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,7 @@ class LexicalHead:
     vectorizers: tuple[tuple[str, Any], ...]  # (name, fitted sklearn TfidfVectorizer)
     coef: np.ndarray  # [features]
     intercept: float
-
-    @cached_property
-    def features_key(self) -> str:
-        """Same key, same features: heads fitted on one label run's texts share one transform per batch."""
-        digest = hashlib.blake2b(digest_size=16)
-        for name, vectorizer in self.vectorizers:
-            digest.update(json.dumps([name, _settings(vectorizer), _terms(vectorizer)]).encode())
-            digest.update(np.ascontiguousarray(vectorizer.idf_, dtype=np.float64).tobytes())
-        return digest.hexdigest()
+    features_key: str  # same key, same features: heads of one label run share one transform per batch
 
     def features(self, texts: Sequence[str]):
         """The sparse TF-IDF rows of ``texts``."""
@@ -86,11 +77,7 @@ class LexicalHead:
         """Write ``lexical_head.json`` and ``lexical_head.safetensors`` into ``folder``."""
         from safetensors.numpy import save_file
 
-        tensors = {"coef": np.ascontiguousarray(self.coef, dtype=np.float64)}
-        described = []
-        for name, vectorizer in self.vectorizers:
-            described.append({"name": name, "settings": _settings(vectorizer), "terms": _terms(vectorizer)})
-            tensors[f"idf.{name}"] = np.ascontiguousarray(vectorizer.idf_, dtype=np.float64)
+        described, idf = _describe(self.vectorizers)
         head = {
             "format": FORMAT,
             "fusion": "sigmoid(mean of adapter and head logits)",
@@ -98,22 +85,37 @@ class LexicalHead:
             "vectorizers": described,
         }
         (folder / HEAD_FILE).write_text(json.dumps(head))
-        save_file(tensors, str(folder / WEIGHTS_FILE))
+        save_file({"coef": np.ascontiguousarray(self.coef, dtype=np.float64), **idf}, str(folder / WEIGHTS_FILE))
 
 
-def _settings(vectorizer) -> dict[str, Any]:
-    params = vectorizer.get_params()
-    return {key: list(params[key]) if isinstance(params[key], tuple) else params[key] for key in SETTINGS}
+def _describe(vectorizers: tuple[tuple[str, Any], ...]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """What the head file holds of fitted vectorizers: settings and terms in index order, and the idf tensors."""
+    described, idf = [], {}
+    for name, vectorizer in vectorizers:
+        params = vectorizer.get_params()
+        settings = {key: list(params[key]) if isinstance(params[key], tuple) else params[key] for key in SETTINGS}
+        terms = [term for term, _ in sorted(vectorizer.vocabulary_.items(), key=lambda item: item[1])]
+        described.append({"name": name, "settings": settings, "terms": terms})
+        idf[f"idf.{name}"] = np.ascontiguousarray(vectorizer.idf_, dtype=np.float64)
+    return described, idf
 
 
-def _terms(vectorizer) -> list[str]:
-    return [term for term, _ in sorted(vectorizer.vocabulary_.items(), key=lambda item: item[1])]
+def _features_key(described: list[dict[str, Any]], idf: dict[str, np.ndarray]) -> str:
+    """A digest of the vectorizers as the head file describes them: equal for equal features."""
+    digest = hashlib.blake2b(json.dumps(described).encode(), digest_size=16)
+    for item in described:
+        digest.update(np.ascontiguousarray(idf[f"idf.{item['name']}"], dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def from_fitted(union, model) -> LexicalHead:
     """A head from a fitted sklearn ``FeatureUnion`` of TF-IDF vectorizers and a fitted ``LogisticRegression``."""
+    vectorizers = tuple(union.transformer_list)
     return LexicalHead(
-        tuple(union.transformer_list), np.asarray(model.coef_, dtype=np.float64).ravel(), float(model.intercept_[0])
+        vectorizers,
+        np.asarray(model.coef_, dtype=np.float64).ravel(),
+        float(model.intercept_[0]),
+        _features_key(*_describe(vectorizers)),
     )
 
 
@@ -128,12 +130,10 @@ def load_lexical_head(folder: Path) -> LexicalHead | None:
     if head.get("format") != FORMAT:
         raise ValueError(f"{path}: lexical head format {head.get('format')!r}, this engine reads {FORMAT}")
     tensors = load_file(str(folder / WEIGHTS_FILE))
-    digest = hashlib.blake2b(json.dumps(head["vectorizers"]).encode(), digest_size=16)
     for described in head["vectorizers"]:
         if f"idf.{described['name']}" not in tensors:
             raise ValueError(f"{folder / WEIGHTS_FILE}: no idf weights for vectorizer {described['name']!r}")
-        digest.update(np.ascontiguousarray(tensors[f"idf.{described['name']}"]).tobytes())
-    key = digest.hexdigest()
+    key = _features_key(head["vectorizers"], tensors)
     if key not in _LOADED:  # heads of one label run share their vectorizers: one copy in memory
         while len(_LOADED) >= MAX_SHARED:
             _LOADED.pop(next(iter(_LOADED)))
@@ -143,7 +143,7 @@ def load_lexical_head(folder: Path) -> LexicalHead | None:
     width = sum(len(v.vocabulary_) for _, v in vectorizers)
     if coef.shape != (width,):
         raise ValueError(f"{folder / WEIGHTS_FILE}: {coef.shape[0]} coefficients for {width} TF-IDF features")
-    return LexicalHead(vectorizers, coef, float(head["intercept"]))
+    return LexicalHead(vectorizers, coef, float(head["intercept"]), key)
 
 
 def _vectorizers(head: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> tuple[tuple[str, Any], ...]:
