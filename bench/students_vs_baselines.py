@@ -134,15 +134,15 @@ def without_records(sets: dict, methods: dict, scores: dict, exclude: set[str]) 
     return sets, methods, scores
 
 
-def train_all(questions, labels: Path, registry: Path, cache, lexical_head: bool = True) -> dict:
-    """One adapter per question (not promoted) with the default settings (``lexical_head`` aside), on the shared
-    lower-layer cache."""
+def train_all(questions, labels: Path, registry: Path, cache, lexical_head: bool = True, seed: int = 0) -> dict:
+    """One adapter per question (not promoted) with the default settings (``lexical_head`` and ``seed`` aside), on
+    the shared lower-layer cache."""
     reg = Registry(registry)
     versions = {}
     for loaded in questions:
         started = time.perf_counter()
         versions[loaded.spec.id] = train_question(loaded, labels, reg, progress=False, cache=cache,
-                                                  lexical_head=lexical_head)
+                                                  lexical_head=lexical_head, seed=seed)
         console.print(f"  trained {loaded.spec.id} in {time.perf_counter() - started:.0f} s ({registry.name})")
     return versions
 
@@ -303,10 +303,13 @@ def main() -> None:
                         "records (e.g. a selection split a choice was made on)")
     parser.add_argument("--no-lexical-head", dest="lexical_head", action="store_false", help="train the students "
                         "and the oracle without the lexical head (the adapter alone, the default before 7 December)")
+    parser.add_argument("--seed", type=int, default=0, help="TrainConfig.seed for the students, the oracle and the "
+                        "trained baselines alike: their hold-out split, initialisation and shuffling (the label run "
+                        "is the same)")
     parser.add_argument("--reuse", help="STAMP of WORK/registry-{student,oracle}-STAMP from an earlier run of the same "
                         "label run: score those adapters instead of training again")
     args = parser.parse_args()
-    config = {**vars(args), "train_config": asdict(TrainConfig()), "setfit_per_class": B.SETFIT_PER_CLASS,
+    config = {**vars(args), "train_config": asdict(TrainConfig(seed=args.seed)), "setfit_per_class": B.SETFIT_PER_CLASS,
               "setfit_steps": B.SETFIT_STEPS, "c_grid": B.C_GRID}
     header = provenance(config)
     started = time.perf_counter()
@@ -322,8 +325,10 @@ def main() -> None:
         console.print("baselines:")
         setfit_on = args.setfit_questions.split(",") if args.setfit_questions else None
         run_key = hashlib.blake2b((labels / "summary.json").read_bytes(), digest_size=6).hexdigest()  # this label run
-        fitted = cached_baselines(args.work / f"baselines-{args.baselines.replace(',', '+')}-{run_key}.npz", lambda: (
-            baseline_answers(questions, labels, sets, args.baselines.split(","), TrainConfig(), setfit_on)))
+        seeded = f"-seed{args.seed}" if args.seed else ""
+        fitted = cached_baselines(args.work / f"baselines-{args.baselines.replace(',', '+')}-{run_key}{seeded}.npz",
+                                  lambda: baseline_answers(questions, labels, sets, args.baselines.split(","),
+                                                           TrainConfig(seed=args.seed), setfit_on))
         if args.baselines_only:
             return
         students, oracles = (reuse(args.work, args.reuse, kind, qids) for kind in ("student", "oracle"))
@@ -331,10 +336,12 @@ def main() -> None:
             cache = make_cache(resolve_base(questions[0], None), TrainConfig.for_spec(questions[0]))
             stamp = time.strftime("%H%M%S")
             console.print("students:")
-            students = train_all(questions, labels, args.work / f"registry-student-{stamp}", cache, args.lexical_head)
+            students = train_all(questions, labels, args.work / f"registry-student-{stamp}", cache, args.lexical_head,
+                                 args.seed)
             console.print("oracle (gold labels of the same seed):")
             gold_dir = oracle_labels(labels, qids, args.work / "labels-oracle", DATA / "train.parquet")
-            oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache, args.lexical_head)
+            oracles = train_all(questions, gold_dir, args.work / f"registry-oracle-{stamp}", cache, args.lexical_head,
+                                args.seed)
         scores = adapter_scores({"student": students, "oracle": oracles}, sets)
         methods = {group: {split: {q: p >= threshold for q, (p, threshold) in answers.items()}
                            for split, answers in splits.items()} for group, splits in scores.items()}
