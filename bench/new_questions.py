@@ -50,7 +50,7 @@ TEST_SHARE = 0.3
 QUESTIONS = {"positive_review": ("polarity", None), "positive_review_rare": ("polarity", 0.03),
              "hedges": ("hedging", None), "hedges_rare": ("hedging", 0.05)}
 # the label suite's FOLDOC parts whose questions ``--corpus foldoc`` asks (rules frozen there before any number; no
-# student had been trained on FOLDOC before 7 December 13:50 UTC)
+# student had been trained on FOLDOC before 7 December 13:20 UTC)
 FOLDOC_STUDENT_PARTS = ("holdout20", "holdout21", "holdout22")
 console = Console()
 

@@ -44,6 +44,8 @@ BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may s
 # A fitted no class with less probability mass than this many records is empty: a collapse. Only the no
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
+SHIFT_CLIP = 1e-6  # at_balance: a share of 0 or 1 has infinite log-odds; it is shifted from this far inside
+SHIFT_BOUND = 30.0  # at_balance: the largest shift of log-odds tried
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 
 
@@ -79,6 +81,28 @@ def weighted_vote(matrix: VoteMatrix, fill: float = 0.5) -> np.ndarray:
     weight = np.where(matrix.votes >= 0, matrix.weights[None, :], 0.0)
     total = weight.sum(axis=1)
     return np.where(total > 0, (weight * soft_yes).sum(axis=1) / np.maximum(total, 1e-12), fill)
+
+
+def at_balance(p_yes: np.ndarray, balance: float) -> np.ndarray:
+    """`p_yes` moved by one shift of its log-odds so that its mean is `balance` (a prior shift). Weighted vote's
+    shares of yes are no probabilities: a yes-only list's every vote is a 1. A student learns P(yes) as one and
+    takes its threshold from their mean. The order of the records, and so every label, is kept; a constant
+    `p_yes` (no order) is returned as it is."""
+    p = np.clip(np.asarray(p_yes, dtype=np.float64), SHIFT_CLIP, 1.0 - SHIFT_CLIP)
+    if not 0.0 < balance < 1.0 or p.min() == p.max():
+        return np.asarray(p_yes, dtype=np.float64)
+    log_odds = np.log(p) - np.log1p(-p)
+    low, high = -SHIFT_BOUND, SHIFT_BOUND
+    for _ in range(60):  # bisection: the mean is increasing in the shift
+        mid = (low + high) / 2
+        low, high = (low, mid) if _sigmoid(log_odds + mid).mean() > balance else (mid, high)
+    return _sigmoid(log_odds + (low + high) / 2)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow and with full precision on both sides of 0."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def snorkel_vote(matrix: VoteMatrix, balance: float, seed: int = 0) -> np.ndarray:

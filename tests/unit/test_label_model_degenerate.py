@@ -298,3 +298,19 @@ def test_labels_that_follow_the_balance_carry_no_tie_warning():
     votes, _ = one_way_sources(20_000, 0.3)
     result = combine(votes, method="label_model")
     assert not [w for w in result.warnings if "labelled alike" in w]
+
+
+def test_at_balance_moves_the_mean_to_the_balance_and_keeps_every_label():
+    from assay.labeling.model.combine import at_balance
+
+    rows = np.array([pattern for pattern, count in FORTUNE_FOOD_PATTERNS for _ in range(count)])
+    weighted = combine(table(*rows.T), method="weighted", class_balance=0.01)
+    before = p_yes(weighted)
+    assert before.mean() > 0.05  # every list's vote is a 1: the shares say 7 % for a 1 % question
+    after = at_balance(before, 0.01)
+    assert after.mean() == pytest.approx(0.01, abs=1e-6)
+    assert (np.argsort(before, kind="stable") == np.argsort(after, kind="stable")).all()
+    assert len(np.unique(before)) == len(np.unique(after))  # no two shares merged
+    assert (prevalence_labels(before, 0.01)[0] == prevalence_labels(after, 0.01)[0]).all()
+    constant = np.full(10, 0.7)
+    assert (at_balance(constant, 0.2) == constant).all()  # no order to keep: left as it is
