@@ -133,10 +133,12 @@ def run_group(qdir: Path, group: list[tuple[str, dict, dict[str, pa.Table]]], re
     results = {r.question_id: r for r in train_questions(loaded, qdir / "labels", qdir / "registry", progress=False)}
     trained = time.perf_counter() - started - labelled
     by_id = {q.spec.id: q for q in loaded}
+    test_texts = group[0][2]["test"].column("text").to_pylist()  # the group's questions share the test split
+    versions = [r.version for r in results.values() if r.version is not None]
+    scores = score_versions(versions, test_texts) if versions else {}  # one pass of the engine for all
     rows = []
     for qid, family, parts in group:
         result = results[qid]
-        test_texts = parts["test"].column("text").to_pylist()
         gold = np.array(parts["test"].column("label").to_pylist(), dtype=bool)
         rules = keyword_answers(by_id[qid], test_texts)
         row = {"question": qid, "family": family["question"], "pool": parts["pool"].num_rows,
@@ -148,7 +150,7 @@ def run_group(qdir: Path, group: list[tuple[str, dict, dict[str, pa.Table]]], re
                "keyword_rules": bootstrap_ci(f1, gold, rules)}
         if result.version is not None:
             version = result.version
-            student = score_versions([version], test_texts)[(qid, version.version)] >= version.threshold
+            student = scores[(qid, version.version)] >= version.threshold
             row.update({"promoted": bool(result.decision and result.decision.promoted),
                         "gate": result.decision.reason if result.decision else None,
                         "student": bootstrap_ci(f1, gold, student),
