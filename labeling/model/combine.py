@@ -233,12 +233,14 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
            "the prior's" if balance is None and (1 - model.prior) * n < MIN_CLASS_RECORDS else
            "it gives every record the same label although the sources vary" if _constant_labels(p_yes, model.prior)
            else None)
+    if why and balance is None:
+        return LabelModelFit(weighted_vote(used, 0.5), 0.5, accuracy, warnings,
+                             f"the label model collapsed ({why}); weighted vote is used instead, with the class "
+                             "balance unknown (0.5)", balance_known=False)
     if why:
-        prior = 0.5 if balance is None else balance
-        return LabelModelFit(weighted_vote(used, prior), prior, accuracy, warnings,
-                             f"the label model collapsed ({why}); weighted vote is used instead"
-                             + ("" if balance is not None else ", with the class balance unknown (0.5)"),
-                             balance_known=balance is not None)
+        return LabelModelFit(at_balance(weighted_vote(used, balance), balance), balance, accuracy, warnings,
+                             f"the label model collapsed ({why}); weighted vote is used instead, its P(yes) moved "
+                             "to the stated class balance")
     return LabelModelFit(p_yes, model.prior, accuracy, warnings)
 
 

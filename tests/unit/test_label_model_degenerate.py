@@ -260,6 +260,12 @@ def test_lists_explained_away_at_a_stated_balance_fall_back_to_weighted_vote_at_
     assert "weighted vote is used instead" in result.reason and "unknown" not in result.reason
     voted = (rows == 1).any(axis=1)
     assert (p_yes(result)[voted] > p_yes(result)[~voted].max()).all()  # any list firing outranks silence
+    # weighted vote's shares average 7 % here (each list's vote is a 1); a student would learn that, so they are
+    # moved to the stated balance, the labels unchanged
+    assert p_yes(result).mean() == pytest.approx(0.01, abs=1e-4)
+    assert "moved to the stated class balance" in result.reason
+    weighted = combine(table(*rows.T), method="weighted", class_balance=0.01)
+    assert (labels(result) == labels(weighted)).all()
 
 
 def silent_majority_votes(n: int = 4000) -> pa.Table:
