@@ -41,7 +41,7 @@ from rich.table import Table  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelbench.corpora import FOLDOC_DEB, fetch_corpora, fetch_debs, read_corpus, read_foldoc  # noqa: E402
 from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
-from provenance import write_result  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,13 +219,20 @@ def main() -> None:
     mode = f"read{args.read}" if args.read else "plain"
     if args.corpus == "foldoc":
         group = foldoc_group(args.cache, wanted)
-        console.print(f"[bold]{len(group)} FOLDOC questions[/bold]: labelling and training …")
-        rows = run_group(args.work / f"foldoc-{mode}", group, args.read)
         questions = {qid: family["question"] for qid, family, _ in group}
     else:
         folder = fetch_corpora(args.cache)
         families = yaml.safe_load((LABELBENCH / "rules.yaml").read_text())
         questions = {qid: QUESTIONS[qid] for qid in wanted or QUESTIONS}
+    config = {"corpus": args.corpus, "questions": questions, "test_share": TEST_SHARE, "read": args.read,
+              "examples": "3 yes + 3 no, random.Random(1) from the pool, 20-300 chars",
+              "label": "label_questions defaults, sample=None",
+              "train": "train_questions defaults (assay train), promotion gate included"}
+    header = provenance(config)  # the commit and load at the start, when the code was read
+    if args.corpus == "foldoc":
+        console.print(f"[bold]{len(group)} FOLDOC questions[/bold]: labelling and training …")
+        rows = run_group(args.work / f"foldoc-{mode}", group, args.read)
+    else:
         rows = []
         for qid, (family_name, keep) in questions.items():
             console.print(f"[bold]{qid}[/bold]: labelling and training …")
@@ -241,10 +248,7 @@ def main() -> None:
                       "—" if s is None else f"{s[0]:.3f}", "—" if d is None else f"{d[0]:+.3f} [{d[1]:+.2f}, {d[2]:+.2f}]",
                       r["error"] or ("promoted" if r.get("promoted") else "refused"))
     console.print(table)
-    config = {"corpus": args.corpus, "questions": questions, "test_share": TEST_SHARE, "read": args.read, "examples": "3 yes + 3 no, "
-              "random.Random(1) from the pool, 20-300 chars", "label": "label_questions defaults, sample=None",
-              "train": "train_questions defaults (assay train), promotion gate included"}
-    write_result(args.out.with_suffix(".json"), config, {"rows": rows, "overall": overall(rows)})
+    write_result(args.out.with_suffix(".json"), config, {"rows": rows, "overall": overall(rows)}, header=header)
     args.out.with_suffix(".md").write_text(markdown(rows))
     console.print(f"wrote {args.out.with_suffix('.json')} and .md")
 
