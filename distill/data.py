@@ -89,10 +89,13 @@ def load_question_data(labels_dir: str | Path, question_id: str, seed: pa.Table 
         raise LabelsError(f"{path}: only {len(data)} labelled record(s); at least {MIN_RECORDS} are needed "
                           "(label a larger seed set: assay label --sample N)")
     if positives < MIN_PER_CLASS:
+        labelled = int(pc.sum(table.column("label")).as_py() or 0) if "label" in table.column_names else 0
+        fix = (f"the label run labels {labelled} of them yes at its class balance, but its sources leave none "
+               "likelier yes than not: add a source or rules that find yes cases" if labelled >= MIN_PER_CLASS else
+               "label a larger (or stratified: --stratify) seed set, add a source that finds yes cases, or state "
+               "the share of yes you expect (expected_yes_rate in the question file)")
         raise LabelsError(f"{path}: {positives} record(s) with p_yes >= 0.5 among {len(data)}; a classifier needs "
-                          f"at least {MIN_PER_CLASS} yes examples — label a larger (or stratified: --stratify) "
-                          "seed set, add a source that finds yes cases, or state the share of yes you expect "
-                          "(expected_yes_rate in the question file)")
+                          f"at least {MIN_PER_CLASS} yes examples — {fix}")
     if negatives < MIN_PER_CLASS:
         raise LabelsError(f"{path}: {negatives} record(s) with p_yes < 0.5 among {len(data)}; a classifier needs "
                           f"at least {MIN_PER_CLASS} no examples — add a source or rules that vote no, or state "

@@ -74,6 +74,15 @@ def test_unusable_labels_are_refused_with_the_file_and_a_fix(tmp_path):
     write_labels(tmp_path / "none", p_yes=np.zeros(160, np.float32))
     with pytest.raises(LabelsError, match=r"is_bad.parquet: 0 record\(s\) with p_yes >= 0.5.*stratify"):
         load_question_data(tmp_path / "none", "is_bad")
+    # a stated rate the label run follows, on sources too weak to make any record likelier yes than not (a
+    # fallback moved to a 2.5 % balance, on a FOLDOC question): asking for the rate again would be no fix
+    stated = write_labels(tmp_path / "stated", p_yes=np.full(160, 0.02, np.float32))
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(160)], "p_yes": pa.array(np.full(160, 0.02), pa.float32()),
+                             "label": pa.array((np.arange(160) < 4).astype(np.int8))}),
+                   stated / "labels" / "is_bad.parquet")
+    with pytest.raises(LabelsError, match=r"labels 4 of them yes at its class balance.*find yes cases") as refused:
+        load_question_data(stated, "is_bad")
+    assert "expected_yes_rate" not in str(refused.value)
     folder = write_labels(tmp_path / "abstain")
     pq.write_table(pa.table({"id": [f"r{i}" for i in range(160)], "p_yes": pa.nulls(160, pa.float32())}),
                    folder / "labels" / "is_bad.parquet")
