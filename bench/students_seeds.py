@@ -6,7 +6,8 @@
 Each input is one run of ``students_vs_baselines.py --seed N`` on the same label run (the seed sets the hold-out
 split, the initialisation and the shuffling of the students, the oracle and the trained baselines alike). Per
 set and seed: macro-F1 of the student, the oracle and each baseline, and the student's paired lead over each
-baseline; over the seeds: the mean, the range and a 95 % t-interval of the mean. Writes OUT.json and OUT.md.
+baseline; over the seeds: the mean, the range and a 95 % t-interval of the mean. Writes OUT.json, OUT.md and
+OUT.png.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import write_result  # noqa: E402
+from students_report import MARGIN  # noqa: E402
+from students_report import NAMES as REPORT_NAMES  # noqa: E402
 
-BASELINES = ("tfidf_lr", "embedding_lr", "keyword_rules")
-NAMES = {"student": "student", "oracle": "oracle", "tfidf_lr": "TF-IDF + LR", "embedding_lr": "MiniLM emb. + LR",
-         "keyword_rules": "keyword rules"}
+BASELINES = ("tfidf_lr", "embedding_lr", "keyword_rules")  # SetFit is too slow to run for every seed
+NAMES = {m: REPORT_NAMES[m] for m in ("student", "oracle", *BASELINES)}
 
 
 def read_run(path: Path) -> dict:
@@ -83,6 +85,31 @@ def markdown(runs: list[dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
+    """The student's lead over each baseline per seed (dots) and its mean with the t-interval (bar), per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, split in zip(axes, ("dev", "untouched")):
+        for k, b in enumerate(BASELINES):
+            lead = summary[split]["lead"][b]
+            ax.bar(k, lead["mean"], yerr=[[lead["mean"] - lead["low"]], [lead["high"] - lead["mean"]]],
+                   color="#2b6cb0", alpha=0.5, capsize=4)
+            ax.scatter(np.full(len(runs), k), lead["values"], color="black", s=12, zorder=3)
+        ax.axhline(MARGIN, color="#dd8452", linestyle="--", label=f"goal +{MARGIN}")
+        ax.axhline(0, color="#999999", linewidth=0.8)
+        ax.set_xticks(range(len(BASELINES)), [f"− {NAMES[b]}" for b in BASELINES], fontsize=8)
+        ax.set_title(f"{split}: student − baseline, {len(runs)} seeds")
+        ax.set_ylabel("macro-F1 difference")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, nargs="+", help="students_vs_baselines.py result files (.json)")
@@ -95,6 +122,7 @@ def main() -> None:
     write_result(args.out.with_suffix(".json"), {"results": [str(p) for p in args.results]},
                  {"runs": runs, "summary": summary})
     args.out.with_suffix(".md").write_text(markdown(runs, summary))
+    plot(runs, summary, args.out.with_suffix(".png"))
     print(markdown(runs, summary))
 
 
