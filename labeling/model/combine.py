@@ -36,7 +36,7 @@ import pyarrow as pa
 from ..gold import gold_rows
 from ..metrics import binary_scores, far_from_balance, prevalence_labels
 from ..votes import ABSTAIN, NO, YES, VoteMatrix, vote_matrix
-from .label_model import DawidSkene, outcome_counts
+from .label_model import DawidSkene, logistic, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
@@ -45,7 +45,7 @@ BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may s
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
 SHIFT_CLIP = 1e-6  # at_balance: a share of 0 or 1 has infinite log-odds; it is shifted from this far inside
-SHIFT_BOUND = 30.0  # at_balance: the largest shift of log-odds tried
+SHIFT_BOUND = 30.0  # at_balance: the largest shift of log-odds tried (|log-odds| stays under logistic's clip)
 CANDIDATES = ("label_model", "weighted", "majority", "snorkel")
 
 
@@ -95,14 +95,8 @@ def at_balance(p_yes: np.ndarray, balance: float) -> np.ndarray:
     low, high = -SHIFT_BOUND, SHIFT_BOUND
     for _ in range(60):  # bisection: the mean is increasing in the shift
         mid = (low + high) / 2
-        low, high = (low, mid) if _sigmoid(log_odds + mid).mean() > balance else (mid, high)
-    return _sigmoid(log_odds + (low + high) / 2)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function, without overflow and with full precision on both sides of 0."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        low, high = (low, mid) if logistic(log_odds + mid).mean() > balance else (mid, high)
+    return logistic(log_odds + (low + high) / 2)
 
 
 def snorkel_vote(matrix: VoteMatrix, balance: float, seed: int = 0) -> np.ndarray:

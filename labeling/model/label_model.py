@@ -42,6 +42,11 @@ COLLAPSE_SHARE = 0.5  # share of the votes from sources pushed below chance that
 STRONG_Z = 5.0  # a two-way source this many standard errors below chance stays there (the data says so strongly)
 
 
+def logistic(log_odds: np.ndarray) -> np.ndarray:
+    """P from log-odds, clipped to ±50 so that exp cannot overflow."""
+    return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50, 50)))
+
+
 def outcome_counts(votes: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
     """Fractional outcome counts, shape (n, 3·m) float32: per source [abstain, no, yes] summing to 1.
 
@@ -87,7 +92,7 @@ class DawidSkene:
         log_theta = (np.log(self.theta) * self.weights[:, None, None]).transpose(0, 2, 1).reshape(-1, 2)
         scores = counts @ log_theta.astype(np.float32)
         log_odds = scores[:, 1].astype(np.float64) - scores[:, 0] + np.log(self.prior / (1 - self.prior))
-        return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -50, 50)))
+        return logistic(log_odds)
 
     def source_accuracy(self) -> np.ndarray:
         """Per source: estimated P(vote right | it voted), under the estimated prior."""
