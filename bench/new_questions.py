@@ -39,8 +39,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from labelbench.corpora import FOLDOC_DEB, fetch_corpora, fetch_debs, read_corpus, read_foldoc  # noqa: E402
 from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
+from labelbench.corpora import fetch_corpora, foldoc_questions, read_corpus  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
 from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
 
@@ -78,14 +78,11 @@ def _split(ids: list[str], texts: list[str], truth, key: str) -> dict[str, pa.Ta
 def foldoc_group(cache: Path, only: list[str] | None) -> list[tuple[str, dict, dict[str, pa.Table]]]:
     """The questions of FOLDOC_STUDENT_PARTS (``only``: those ids) on FOLDOC's entries, which all share one split
     and one pool; each question's truth is its ``yes_tags``, as in the label suite."""
-    ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
     group = []
     for part in FOLDOC_STUDENT_PARTS:
-        for qid, spec in yaml.safe_load((LABELBENCH / f"rules_{part}.yaml").read_text()).items():
-            if only is None or qid in only:
-                truth = [bool(entry & set(spec["yes_tags"])) for entry in tags]
-                group.append((qid, {"question": spec["question"], "sources": spec["sources"]},
-                              _split(ids, texts, truth, "foldoc")))
+        ids, texts, questions = foldoc_questions(cache, part)
+        group += [(qid, {"question": spec["question"], "sources": spec["sources"]}, _split(ids, texts, truth, "foldoc"))
+                  for qid, spec, truth in questions if only is None or qid in only]
     return group
 
 

@@ -282,17 +282,20 @@ def read_foldoc(dictd: Path) -> tuple[list[str], list[str], list[set[str]]]:
     return ids, texts, tags
 
 
-def foldoc_sets(cache: Path, part: str) -> list[BenchSet]:
-    """The sets of a FOLDOC hold-out (`part`, one of FOLDOC_PARTS): one per question of `rules_<part>.yaml`, true
-    where the entry carries one of the question's `yes_tags`."""
+def foldoc_questions(cache: Path, part: str) -> tuple[list[str], list[str], list[tuple[str, dict, np.ndarray]]]:
+    """FOLDOC's entries (ids, texts) and, per question of `rules_<part>.yaml` (`part` one of FOLDOC_PARTS), its
+    name, spec and truth: whether the entry carries one of the question's `yes_tags`."""
     specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
     ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
-    sets = []
-    for name, spec in specs.items():
-        truth = np.array([bool(entry & set(spec["yes_tags"])) for entry in tags])
-        sets.append(BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
-                             f"FOLDOC entries (Debian {FOLDOC_DEB}): {spec['question']}"))
-    return sets
+    return ids, texts, [(name, spec, np.array([bool(entry & set(spec["yes_tags"])) for entry in tags]))
+                        for name, spec in specs.items()]
+
+
+def foldoc_sets(cache: Path, part: str) -> list[BenchSet]:
+    """The sets of a FOLDOC hold-out: one per question of `rules_<part>.yaml` (`foldoc_questions`)."""
+    ids, texts, questions = foldoc_questions(cache, part)
+    return [BenchSet(f"{name} [{part}]", name, rule_votes(spec["sources"], ids, texts), truth,
+                     f"FOLDOC entries (Debian {FOLDOC_DEB}): {spec['question']}") for name, spec, truth in questions]
 
 
 def fetch_wordnet(cache: Path) -> Path:
