@@ -34,14 +34,13 @@ def read_run(path: Path) -> dict:
     data = json.loads(path.read_text())
     out = {"seed": data["config"].get("seed", 0), "file": path.name}
     for split in ("dev", "untouched"):
-        methods = data["results"][split]["methods"]
+        methods, gpt4 = data["results"][split]["methods"], data["results"][split]["gpt4_is_bad"]
         out[split] = {"macro": {m: methods[m]["macro"]["f1"] for m in NAMES if m in methods},
                       "lead": {b: methods["student"]["macro"]["f1"] - methods[b]["macro"]["f1"]
                                for b in BASELINES if b in methods},
-                      "oracle_share": methods["student"]["macro"]["f1"] / methods["oracle"]["macro"]["f1"]}
-        gpt4 = data["results"][split]["gpt4_is_bad"]
-        out[split]["is_bad_minus_gpt4"] = gpt4["student_minus_gpt4"][0]
-        out[split]["is_bad_cascade_minus_gpt4"] = gpt4["cascade"]["student_cascade_minus_gpt4"][0]
+                      "oracle_share": methods["student"]["macro"]["f1"] / methods["oracle"]["macro"]["f1"],
+                      "is_bad_minus_gpt4": gpt4["student_minus_gpt4"][0],
+                      "is_bad_cascade_minus_gpt4": gpt4["cascade"]["student_cascade_minus_gpt4"][0]}
     return out
 
 
@@ -71,13 +70,13 @@ def markdown(runs: list[dict], summary: dict) -> str:
     for split in ("dev", "untouched"):
         lines += [f"**{split}**", "", "| macro-F1 | " + " | ".join(f"seed {s}" for s in seeds)
                   + " | mean [95 % t-interval] | range |", "|---|" + "---:|" * (len(seeds) + 2)]
-        rows = [(NAMES[m], summary[split]["macro"][m]) for m in NAMES]
-        rows += [(f"student − {NAMES[b]}", summary[split]["lead"][b]) for b in BASELINES]
-        rows += [("share of the oracle", summary[split]["oracle_share"]),
-                 ("is_bad student − GPT-4 (records GPT-4 answered)", summary[split]["is_bad_minus_gpt4"]),
-                 ("is_bad student with the 5 % cascade − GPT-4", summary[split]["is_bad_cascade_minus_gpt4"])]
-        for name, s in rows:
-            sign = "+" if name.startswith(("student −", "is_bad")) else ""
+        # (row name, summary, "+" where the row is a difference)
+        rows = [(NAMES[m], summary[split]["macro"][m], "") for m in NAMES]
+        rows += [(f"student − {NAMES[b]}", summary[split]["lead"][b], "+") for b in BASELINES]
+        rows += [("share of the oracle", summary[split]["oracle_share"], ""),
+                 ("is_bad student − GPT-4 (records GPT-4 answered)", summary[split]["is_bad_minus_gpt4"], "+"),
+                 ("is_bad student with the 5 % cascade − GPT-4", summary[split]["is_bad_cascade_minus_gpt4"], "+")]
+        for name, s, sign in rows:
             cells = " | ".join(f"{v:{sign}.3f}" for v in s["values"])
             lines.append(f"| {name} | {cells} | {s['mean']:{sign}.3f} [{s['low']:{sign}.3f}, {s['high']:{sign}.3f}] | "
                          f"{s['min']:{sign}.3f} to {s['max']:{sign}.3f} |")
