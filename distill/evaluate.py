@@ -287,7 +287,7 @@ def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) 
             far_from_balance(trained_on, prior):
         return (f"not promoted: the labels' P(yes) averages {trained_on:.1%} for a class balance of {prior:.1%}, so "
                 f"the adapter learned, and its threshold says yes to, about {trained_on:.1%}; the combined "
-                "probabilities do not follow the balance (most often after the label model fell back to a vote, "
+                "probabilities do not follow the balance (a fit's P(yes) need not average to its class balance; "
                 "see the label report); add sources that vote both ways (or more examples for the embedding "
                 "source), then label and train again")
     if hold["positives"] < rules.min_holdout_positives:

@@ -205,7 +205,6 @@ def evaluate_and_promote(questions: str, run_dir: str, registry: str, versions: 
 
     With ``versions`` ({question: version}), only the questions named there, at those versions.
     """
-
     reg = Registry(registry)
     decisions = {}
     for question in _questions(questions, only):
