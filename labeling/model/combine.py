@@ -88,9 +88,10 @@ def at_balance(p_yes: np.ndarray, balance: float) -> np.ndarray:
     shares of yes are no probabilities: a yes-only list's every vote is a 1. A student learns P(yes) as one and
     takes its threshold from their mean. The order of the records, and so every label, is kept; a constant
     `p_yes` (no order) is returned as it is."""
-    p = np.clip(np.asarray(p_yes, dtype=np.float64), SHIFT_CLIP, 1.0 - SHIFT_CLIP)
+    given = np.asarray(p_yes, dtype=np.float64)
+    p = np.clip(given, SHIFT_CLIP, 1.0 - SHIFT_CLIP)
     if not 0.0 < balance < 1.0 or p.min() == p.max():
-        return np.asarray(p_yes, dtype=np.float64)
+        return given
     log_odds = np.log(p) - np.log1p(-p)
     low, high = -SHIFT_BOUND, SHIFT_BOUND
     for _ in range(60):  # bisection: the mean is increasing in the shift
