@@ -3,7 +3,9 @@
 Each set is scored on one part of its fixed split (`tune`: seen while developing the combiner; `untouched`:
 kept back until the end). Each `holdoutN` part was added after the part before it had been scored: a fresh synthetic
 draw (seed N) and real sets nobody had scored, under keyword rules frozen before any number on them
-(`labelbench/corpora.py` says which corpora and rules, `HOLDOUTS` below maps each part). Every method gets the
+(`labelbench/corpora.py` says which corpora and rules, `HOLDOUTS` below maps each part; `holdout23` and the seen
+part `foldoc_embedding` add the embedding source, voted by `assay label`, to FOLDOC's questions:
+`labelbench/embedded.py`). Every method gets the
 same class balance (Assay's estimate, no gold; with `--balance-from stated`, the rate a data team would state
 as `expected_yes_rate`, which Assay's label model is then told too) and the same decision rule (label yes the
 top balance·n records by P(yes), tie groups kept whole). Goal metric per set: accuracy, or F1 of the rarer
@@ -15,7 +17,8 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-22 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-23 likewise
+    .venv/bin/python bench/label_suite.py --part foldoc_embedding --families real     # seen questions, embedding
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from labelbench.corpora import (  # noqa: E402
     wordnet_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
+from labelbench.embedded import foldoc_embedded_sets  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
 from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
 from labelbench.report import by_kind, plot, tables  # noqa: E402
@@ -66,7 +70,10 @@ HOLDOUTS = {  # part: its real sets; the part's number seeds its synthetic draws
     "holdout2": holdout2_sets, "holdout3": holdout3_sets, "holdout4": holdout4_sets, "holdout5": holdout5_sets,
     "holdout6": holdout6_sets, "holdout7": holdout7_sets, "holdout18": sotu_sets,
     **{part: partial(sets, part=part) for sets, parts in ((fortune_sets, FORTUNE_DEBS), (wordnet_sets, WORDNET_PARTS),
-                                                          (foldoc_sets, FOLDOC_PARTS)) for part in parts}}
+                                                          (foldoc_sets, FOLDOC_PARTS)) for part in parts},
+    "holdout23": partial(foldoc_embedded_sets, part="holdout23")}
+SEEN_PARTS = {  # part: real sets of questions seen before, asked again another way (no synthetic draws)
+    "foldoc_embedding": partial(foldoc_embedded_sets, part="foldoc_embedding")}
 
 
 def goal_metric(truth: np.ndarray) -> tuple[str, callable]:
@@ -142,6 +149,8 @@ def _balance(matrix, balance_from: str) -> float:
 def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = False) -> list[BenchSet]:
     """The sets of the suite, cut to `part`."""
     sets: list[BenchSet] = []
+    if part in SEEN_PARTS:
+        return SEEN_PARTS[part](cache / "corpora") if "real" in families else []
     if part in HOLDOUTS:
         seed = int(part.removeprefix("holdout"))
         sets += [synthetic_set(name, seed) for name in CASES] if "synthetic" in families else []
@@ -157,7 +166,7 @@ def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = Fa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("tune", "untouched", *HOLDOUTS), required=True)
+    parser.add_argument("--part", choices=("tune", "untouched", *HOLDOUTS, *SEEN_PARTS), required=True)
     parser.add_argument("--families", default="synthetic,jigsaw,real")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--balance-from", default="assay", choices=("assay", "assay_v0", "stated"),

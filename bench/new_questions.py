@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -41,8 +40,9 @@ from rich.table import Table  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labelbench.corpora import HERE as LABELBENCH  # noqa: E402
 from labelbench.corpora import fetch_corpora, foldoc_questions, read_corpus  # noqa: E402
+from labelbench.embedded import write_question  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
-from stats import bootstrap_ci, f1, paired_bootstrap, read_rate  # noqa: E402
+from stats import bootstrap_ci, f1, paired_bootstrap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SHARE = 0.3
@@ -84,24 +84,6 @@ def foldoc_group(cache: Path, only: list[str] | None) -> list[tuple[str, dict, d
         group += [(qid, {"question": spec["question"], "sources": spec["sources"]}, _split(ids, texts, truth, "foldoc"))
                   for qid, spec, truth in questions if only is None or qid in only]
     return group
-
-
-def write_question(folder: Path, qid: str, family: dict, pool: pa.Table, read: int | None) -> Path:
-    """The question file a data team would write: wording, 3 + 3 examples, the frozen rules, embedding, and
-    (``read``) the yes rate seen reading that many records as ``expected_yes_rate``."""
-    rng = random.Random(1)
-    labels, texts = pool.column("label").to_pylist(), pool.column("text").to_pylist()
-    examples = []
-    for answer in (True, False):
-        candidates = [t for t, y in zip(texts, labels) if bool(y) == answer and 20 <= len(t) <= 300]
-        examples += [{"text": t, "answer": answer} for t in rng.sample(candidates, 3)]
-    spec = {"id": qid, "version": 1, "question": family["question"], "examples": examples,
-            "sources": [{"kind": "rules", **rules} for rules in family["sources"]] + [{"kind": "embedding"}]}
-    if read:
-        spec["expected_yes_rate"] = round(read_rate(pool.column("label").to_numpy(), read), 4)
-    path = folder / f"{qid}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    return path
 
 
 def keyword_answers(loaded, texts: list[str]) -> np.ndarray:

@@ -41,7 +41,7 @@ from assay.schemas.questions import RulesSource  # noqa: E402
 
 @pytest.mark.parametrize("name", ["rules_holdout3.yaml", "rules_holdout4.yaml", "rules_holdout8.yaml",
                                   *(f"rules_{part}.yaml" for part in WORDNET_PARTS + FOLDOC_PARTS),
-                                  "rules_holdout18.yaml"])
+                                  "rules_holdout18.yaml", "rules_holdout23.yaml"])
 def test_frozen_rule_files_are_valid_rules_sources(name: str) -> None:
     spec = yaml.safe_load((HERE / name).read_text())
     sources = spec["sources"] if "sources" in spec else [s for family in spec.values() for s in family["sources"]]
@@ -217,3 +217,21 @@ def test_the_floor_probe_adds_the_rarer_class_where_p_says_so_and_keeps_the_prev
     assert with_floor(p, 0.1).tolist() == [True] * 4 + [False] * 6  # every P(yes) > 0.5 is labelled yes
     assert with_floor(1 - p, 0.9).tolist() == [False] * 4 + [True] * 6  # the same for a rare "no"
     assert with_floor(p, 0.5).tolist() == prevalence_labels(p, 0.5)[0].tolist()  # a cut before 0.5 stays
+
+
+def test_write_question_writes_a_question_file_assay_loads_with_three_plus_three_examples(tmp_path: Path) -> None:
+    from labelbench.embedded import write_question
+
+    from assay.schemas.loader import load_questions
+
+    texts = [f"entry number {n} about {'compilers' if n % 4 == 0 else 'printers'}" for n in range(40)]
+    pool = pa.table({"id": [str(n) for n in range(40)], "text": texts,
+                     "label": pa.array([int(n % 4 == 0) for n in range(40)], pa.int8())})
+    family = {"question": "Is this entry about compilers?", "sources": [{"name": "words", "yes_keywords": ["compiler"]}]}
+    write_question(tmp_path, "compilers", family, pool, read=20)
+    (loaded,) = load_questions(tmp_path)
+    answers = [e.answer for e in loaded.spec.examples]
+    assert sorted(answers) == [False] * 3 + [True] * 3
+    assert all(("compilers" in e.text) == e.answer for e in loaded.spec.examples)
+    assert [s.kind for s in loaded.spec.sources] == ["rules", "embedding"]
+    assert loaded.spec.expected_yes_rate == pytest.approx(0.25, abs=0.15)
