@@ -4,7 +4,8 @@ Each set is scored on one part of its fixed split (`tune`: seen while developing
 kept back until the end). Each `holdoutN` part was added after the part before it had been scored: a fresh synthetic
 draw (seed N) and real sets nobody had scored, under keyword rules frozen before any number on them
 (`labelbench/corpora.py` says which corpora and rules, `HOLDOUTS` below maps each part; `holdout23` and the seen
-part `foldoc_embedding` add the embedding source, voted by `assay label`, to FOLDOC's questions:
+part `foldoc_embedding` add the embedding source, voted by `assay label`, to FOLDOC's questions, `holdout24` to
+WordNet's verb and adjective questions:
 `labelbench/embedded.py`). Every method gets the
 same class balance (Assay's estimate, no gold; with `--balance-from stated`, the rate a data team would state
 as `expected_yes_rate`, which Assay's label model is then told too) and the same decision rule (label yes the
@@ -17,7 +18,7 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-23 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-24 likewise
     .venv/bin/python bench/label_suite.py --part foldoc_embedding --families real     # seen questions, embedding
 """
 
@@ -53,7 +54,7 @@ from labelbench.corpora import (  # noqa: E402
     wordnet_sets,
 )
 from labelbench.data import BenchSet, split  # noqa: E402
-from labelbench.embedded import foldoc_embedded_sets  # noqa: E402
+from labelbench.embedded import foldoc_embedded_sets, wordnet_embedded_sets  # noqa: E402
 from labelbench.jigsaw import jigsaw_sets  # noqa: E402
 from labelbench.methods import BASELINES, DS_ITER, DS_SMOOTHING, METHODS, SNORKEL_EPOCHS, SNORKEL_LR, run_method  # noqa: E402
 from labelbench.report import by_kind, plot, tables  # noqa: E402
@@ -71,7 +72,8 @@ HOLDOUTS = {  # part: its real sets; the part's number seeds its synthetic draws
     "holdout6": holdout6_sets, "holdout7": holdout7_sets, "holdout18": sotu_sets,
     **{part: partial(sets, part=part) for sets, parts in ((fortune_sets, FORTUNE_DEBS), (wordnet_sets, WORDNET_PARTS),
                                                           (foldoc_sets, FOLDOC_PARTS)) for part in parts},
-    "holdout23": partial(foldoc_embedded_sets, part="holdout23")}
+    "holdout23": partial(foldoc_embedded_sets, part="holdout23"),
+    "holdout24": partial(wordnet_embedded_sets, part="holdout24")}
 SEEN_PARTS = {  # part: real sets of questions seen before, asked again another way (no synthetic draws)
     "foldoc_embedding": partial(foldoc_embedded_sets, part="foldoc_embedding")}
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 from stats import read_rate
 
-from .corpora import FOLDOC_DEB, foldoc_questions
+from .corpora import FOLDOC_DEB, HERE, WORDNET_DEB, WORDNET_PARTS, fetch_wordnet, foldoc_questions, read_wordnet
 from .data import BenchSet
 
 EXAMPLES = 3  # yes and no examples per question
@@ -82,3 +82,26 @@ def foldoc_embedded_sets(cache: Path, part: str) -> list[BenchSet]:
         questions += asked
     return embedded_sets(ids, texts, questions, cache / "embedded" / part, part,
                          f"FOLDOC entries (Debian {FOLDOC_DEB})")
+
+
+# a part of WordNet questions with the embedding source -> (the rules files whose questions it asks, the parts of
+# speech it keeps: the nouns' 82,115 synsets would take the embedding source most of an hour on two cores)
+WORDNET_EMBEDDED_PARTS = {"holdout24": (WORDNET_PARTS, ("verb", "adj"))}  # blind: none asked with embedding before
+
+
+def wordnet_embedded_sets(cache: Path, part: str) -> list[BenchSet]:
+    """The sets of a part of WORDNET_EMBEDDED_PARTS: the questions of its rules files on its parts of speech, each
+    with the embedding source, on all synsets of the question's part of speech (labelled in
+    `cache`/embedded/`part`/<pos>)."""
+    rules_parts, kept = WORDNET_EMBEDDED_PARTS[part]
+    specs = {name: spec for rules in rules_parts for name, spec in
+             yaml.safe_load((HERE / f"rules_{rules}.yaml").read_text()).items() if spec["pos"] in kept}
+    share = fetch_wordnet(cache / "wordnet")
+    sets = []
+    for pos in kept:
+        ids, texts, files = read_wordnet(share, pos)
+        questions = [(name, spec, np.isin(np.array(files), spec["yes_lexnames"])) for name, spec in specs.items()
+                     if spec["pos"] == pos]
+        sets += embedded_sets(ids, texts, questions, cache / "embedded" / part / pos, part,
+                              f"WordNet 3.0 {pos}s (Debian {WORDNET_DEB})")
+    return sets
