@@ -40,7 +40,8 @@ from .label_model import DawidSkene, logistic, outcome_counts
 
 METHODS = ("auto", "label_model", "weighted", "majority", "snorkel")
 BOUND_MARGIN = 0.05  # how far beyond the two-way sources' yes shares the estimated balance may lie
-BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may set the balance across 0.5
+BROAD_SOURCE = 0.5  # a two-way source voting on this share of the records may set the balance across 0.5 ...
+NEAR_HALF = 0.15  # ... when the fit's own estimate lies this close to 0.5 (it cannot tell which class is larger)
 # A fitted no class with less probability mass than this many records is empty: a collapse. Only the no
 # class: a yes class of one or two records is what a rare question on a small seed looks like.
 MIN_CLASS_RECORDS = 2.0
@@ -210,8 +211,11 @@ def fit_label_model(matrix: VoteMatrix, balance: float | None = None) -> LabelMo
     if balance is None and bound is not None and (model.prior - bound) * (bound - 0.5) < 0 and \
             abs(model.prior - bound) > BOUND_MARGIN:
         # a narrow rule ("X, not Y") can vote on more records of one class than of the other, so its share may
-        # not carry the balance across 0.5; one that votes on most records (a teacher's answers) may
-        if (model.prior - 0.5) * (bound - 0.5) > 0 or coverage >= BROAD_SOURCE:
+        # not carry the balance across 0.5; one that votes on most records (a teacher's answers) may, unless the fit
+        # puts the balance far on the other side: a source right on most yes records and on fewer no records (nearest
+        # of a few examples) votes yes on more than half of a rare question's records
+        if (model.prior - 0.5) * (bound - 0.5) > 0 or (coverage >= BROAD_SOURCE and
+                                                        abs(model.prior - 0.5) < NEAR_HALF):
             warnings.append(f"the estimated class balance {model.prior:.3f} lies beyond every two-way source's share "
                             f"of yes ({bound:.3f}), which sources better than chance cannot give: held at {bound:.3f}")
             model = DawidSkene(class_balance=bound).fit(counts)

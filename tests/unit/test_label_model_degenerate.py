@@ -180,6 +180,39 @@ def test_a_fit_on_the_other_side_of_one_half_from_every_two_way_share_falls_back
     assert given.balance_known and given.prior == pytest.approx(0.09) and labels(given).mean() < 0.2
 
 
+def test_a_broad_uneven_source_does_not_carry_the_balance_across_one_half_against_a_fit_far_from_it():
+    # a rare class (3 %), two yes-only lists, and a source voting on 85 % of the records that is right on 90 % of
+    # the yes class and on only 45 % of the no class (nearest of a few examples): it says yes on 56 % of its
+    # votes. The fit says about 0.18; holding the balance at the source's 56 % labelled most records yes for a
+    # 3 % question. The fit and the source disagree on which class is larger, and the fit is far from 0.5:
+    # weighted vote, the balance unknown, and the gate asks for the rate.
+    rng = np.random.default_rng(0)
+    n = 20000
+    truth = rng.random(n) < 0.03
+    lists = [np.where(rng.random(n) < np.where(truth, hit, miss), 1, -1) for hit, miss in ((0.5, 0.01), (0.3, 0.005))]
+    nearest = np.where(rng.random(n) < 0.85, np.where(rng.random(n) < np.where(truth, 0.9, 0.55), 1, 0), -1)
+    result = combine(table(*lists, nearest), method="label_model")
+    assert (nearest == 1).sum() / (nearest >= 0).sum() > 0.55
+    assert "opposite sides of 0.5" in result.reason and "85%" in result.reason
+    assert not result.balance_known and result.prior == pytest.approx(0.5)
+    assert not any("held at" in w for w in result.warnings)
+
+
+def test_a_broad_source_still_carries_the_balance_across_one_half_when_the_fit_lies_near_it():
+    # a teacher answering 60 % of the records alike on both classes, 85 % right, beside a no-only list, on a
+    # 60 % question: when the fit lands just under 0.5, the teacher's yes share holds it, as the bound assumes
+    rng = np.random.default_rng(3)
+    n = 20000
+    truth = rng.random(n) < 0.6
+    teacher = np.where(rng.random(n) < 0.6, np.where(rng.random(n) < 0.85, truth, ~truth).astype(int), -1)
+    no_list = np.where(~truth & (rng.random(n) < 0.3) | truth & (rng.random(n) < 0.25), 0, -1)
+    result = combine(table(teacher, no_list), method="label_model")
+    share = (teacher == 1).sum() / (teacher >= 0).sum()
+    assert share > 0.5
+    fitted = [w for w in result.warnings if "held at" in w]
+    assert fitted and result.balance_known and result.prior == pytest.approx(share, abs=1e-3)
+
+
 def test_weak_one_way_sources_that_empty_a_class_fall_back_to_weighted_vote():
     rng = np.random.default_rng(0)
     truth = rng.random(3000) < 0.5
