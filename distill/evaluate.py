@@ -256,20 +256,34 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
                   "that vote the other way, or label a stratified seed (assay label --stratify)")
 
 
-def refusal(version: AdapterVersion, metrics: dict[str, Any], rules: Promotion) -> str | None:
-    """Why ``version`` must not be promoted (None: it passes), checked in order: degenerate labels, a guessed
-    class balance, labels a tie group moved far from the balance, soft labels whose mean P(yes) is far from it,
-    too few held-out yes records, not better than TF-IDF + logistic regression on the same labels, ``min_f1``."""
+def degenerate(rate: float, rules: Promotion, stated: float | None) -> bool:
+    """Whether labels with this yes ``rate`` are degenerate: all one answer; or, when the question states no
+    ``expected_yes_rate``, outside ``min_yes_rate``–``max_yes_rate``; or, when it does, far from the stated rate
+    (a 0.4 % yes rate for a stated 0.5 % is the question, not a collapse)."""
+    if rate <= 0.0 or rate >= 1.0:
+        return True
+    if stated is not None:
+        return far_from_balance(rate, stated)
+    return rate > rules.max_yes_rate or rate < rules.min_yes_rate
+
+
+def refusal(version: AdapterVersion, metrics: dict[str, Any], spec: QuestionSpec) -> str | None:
+    """Why ``version`` must not be promoted (None: it passes) under ``spec.promotion``, checked in order:
+    degenerate labels, a guessed class balance, labels a tie group moved far from the balance, soft labels whose
+    mean P(yes) is far from it, too few held-out yes records, not better than TF-IDF + logistic regression on
+    the same labels, ``min_f1``."""
+    rules, stated = spec.promotion, spec.expected_yes_rate
     training, hold = version.manifest.get("training", {}), metrics.get("holdout", {})
     if "yes_rate" not in training or "baseline" not in hold:
         return ("not promoted: the manifest has no label yes rate or baseline measurement (trained by an older "
                 "assay); retrain it with `assay train`")
     rate, seed = training["yes_rate"], training["records"] + training["holdout_records"]
-    if rate > rules.max_yes_rate or rate < rules.min_yes_rate:
-        side = "more" if rate > rules.max_yes_rate else "less"
-        return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, {side} "
-                f"than the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate}); "
-                f"{DEGENERATE_FIX}")
+    if degenerate(rate, rules, stated):
+        allowed = (f"the stated expected_yes_rate {stated}" if stated is not None else
+                   f"what the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate})")
+        side = "more" if rate > (stated if stated is not None else rules.max_yes_rate) else "less"
+        return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, far "
+                f"{side} than {allowed}; {DEGENERATE_FIX}")
     label_model = version.manifest.get("sources", {}).get("label_model", {})
     if rules.require_known_balance and label_model.get("balance_known") is False:
         return (f"not promoted: the label model could not estimate how often the answer is yes "
@@ -324,7 +338,7 @@ def promote_if_better(registry: Registry, version: AdapterVersion, metrics: dict
     The comparison with the current version is on gold when ``metrics`` has it, else on the new
     version's hold-out; the current version is scored on that same set (``labels_dir`` / ``gold_path``).
     """
-    refused = refusal(version, metrics, spec.promotion)
+    refused = refusal(version, metrics, spec)
     if refused:
         return Decision(False, refused)
     split = "gold" if "gold" in metrics else "holdout"

@@ -198,9 +198,11 @@ class Promotion(_Strict):
     """When a newly trained adapter may become current (distill/evaluate.py applies these, in this order)."""
 
     max_yes_rate: float = Field(default=0.9, gt=0, le=1, description=(
-        "Refuse labels that say yes to more than this share of the seed (degenerate labels)."))
+        "Refuse labels that say yes to more than this share of the seed (degenerate labels). With an "
+        "expected_yes_rate, labels far from that rate are refused instead (and labels all one answer always)."))
     min_yes_rate: float = Field(default=0.005, ge=0, lt=1, description=(
-        "Refuse labels that say yes to less than this share of the seed (degenerate labels)."))
+        "Refuse labels that say yes to less than this share of the seed (degenerate labels). With an "
+        "expected_yes_rate, labels far from that rate are refused instead (and labels all one answer always)."))
     min_holdout_positives: int = Field(default=30, ge=1, description=(
         "Yes records (hard labels) the hold-out needs; below 30 the 95 % interval of the held-out F1 is "
         "wider than 0.27, too wide to tell an adapter from a baseline."))
