@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
-from assay.labeling.metrics import f1_threshold, far_from_balance, precision_recall_f1
+from assay.labeling.metrics import BALANCE_RATIO, f1_threshold, far_from_balance, precision_recall_f1
 from assay.schemas.questions import Promotion, QuestionSpec
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
@@ -257,14 +257,13 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
 
 
 def degenerate(rate: float, rules: Promotion, stated: float | None) -> bool:
-    """Whether labels with this yes ``rate`` are degenerate: all one answer; or, when the question states no
-    ``expected_yes_rate``, outside ``min_yes_rate``–``max_yes_rate``; or, when it does, far from the stated rate
+    """Whether labels with this yes ``rate`` are degenerate: all one answer, or outside ``min_yes_rate``–
+    ``max_yes_rate`` unless within a factor of ``BALANCE_RATIO`` of the question's stated ``expected_yes_rate``
     (a 0.4 % yes rate for a stated 0.5 % is the question, not a collapse)."""
     if rate <= 0.0 or rate >= 1.0:
         return True
-    if stated is not None:
-        return far_from_balance(rate, stated)
-    return rate > rules.max_yes_rate or rate < rules.min_yes_rate
+    near_stated = stated is not None and stated / BALANCE_RATIO < rate < stated * BALANCE_RATIO
+    return (rate > rules.max_yes_rate or rate < rules.min_yes_rate) and not near_stated
 
 
 def refusal(version: AdapterVersion, metrics: dict[str, Any], spec: QuestionSpec) -> str | None:
@@ -279,11 +278,11 @@ def refusal(version: AdapterVersion, metrics: dict[str, Any], spec: QuestionSpec
                 "assay); retrain it with `assay train`")
     rate, seed = training["yes_rate"], training["records"] + training["holdout_records"]
     if degenerate(rate, rules, stated):
-        allowed = (f"the stated expected_yes_rate {stated}" if stated is not None else
-                   f"what the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate})")
-        side = "more" if rate > (stated if stated is not None else rules.max_yes_rate) else "less"
-        return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, far "
-                f"{side} than {allowed}; {DEGENERATE_FIX}")
+        side = "more" if rate > rules.max_yes_rate else "less"
+        also = f", and far from the stated expected_yes_rate {stated}" if stated is not None else ""
+        return (f"not promoted: degenerate labels — they say yes to {rate:.1%} of the {seed:,} seed records, {side} "
+                f"than the spec allows (min_yes_rate {rules.min_yes_rate}, max_yes_rate {rules.max_yes_rate}){also}; "
+                f"{DEGENERATE_FIX}")
     label_model = version.manifest.get("sources", {}).get("label_model", {})
     if rules.require_known_balance and label_model.get("balance_known") is False:
         return (f"not promoted: the label model could not estimate how often the answer is yes "

@@ -198,11 +198,11 @@ class Promotion(_Strict):
     """When a newly trained adapter may become current (distill/evaluate.py applies these, in this order)."""
 
     max_yes_rate: float = Field(default=0.9, gt=0, le=1, description=(
-        "Refuse labels that say yes to more than this share of the seed (degenerate labels). With an "
-        "expected_yes_rate, labels far from that rate are refused instead (and labels all one answer always)."))
+        "Refuse labels that say yes to more than this share of the seed (degenerate labels). Labels within a factor "
+        "of 1.5 of a stated expected_yes_rate pass; labels all one answer never do."))
     min_yes_rate: float = Field(default=0.005, ge=0, lt=1, description=(
-        "Refuse labels that say yes to less than this share of the seed (degenerate labels). With an "
-        "expected_yes_rate, labels far from that rate are refused instead (and labels all one answer always)."))
+        "Refuse labels that say yes to less than this share of the seed (degenerate labels). Labels within a factor "
+        "of 1.5 of a stated expected_yes_rate pass; labels all one answer never do."))
     min_holdout_positives: int = Field(default=30, ge=1, description=(
         "Yes records (hard labels) the hold-out needs; below 30 the 95 % interval of the held-out F1 is "
         "wider than 0.27, too wide to tell an adapter from a baseline."))
