@@ -20,6 +20,7 @@ class where it is under 20 % of the records.
         --out bench/results/labelbench_holdout3_stated.json
     .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-24 likewise
     .venv/bin/python bench/label_suite.py --part foldoc_embedding --families real     # seen questions, embedding
+    # holdout23/24 and foldoc_embedding: the first run embeds every record (2-3 min here), later runs reuse the votes
 """
 
 from __future__ import annotations
