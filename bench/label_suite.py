@@ -5,7 +5,7 @@ kept back until the end). Each `holdoutN` part was added after the part before i
 draw (seed N) and real sets nobody had scored, under keyword rules frozen before any number on them
 (`labelbench/corpora.py` says which corpora and rules, `HOLDOUTS` below maps each part; `holdout23` and the seen
 part `foldoc_embedding` add the embedding source, voted by `assay label`, to FOLDOC's questions, `holdout24` to
-WordNet's verb and adjective questions:
+WordNet's verb and adjective questions, `holdout25` to its noun questions:
 `labelbench/embedded.py`). Every method gets the
 same class balance (Assay's estimate, no gold; with `--balance-from stated`, the rate a data team would state
 as `expected_yes_rate`, which Assay's label model is then told too) and the same decision rule (label yes the
@@ -18,9 +18,9 @@ class where it is under 20 % of the records.
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real
     .venv/bin/python bench/label_suite.py --part holdout3 --families synthetic,real --balance-from stated \
         --out bench/results/labelbench_holdout3_stated.json
-    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-24 likewise
+    .venv/bin/python bench/label_suite.py --part holdout4 --families synthetic,real   # holdout5-25 likewise
     .venv/bin/python bench/label_suite.py --part foldoc_embedding --families real     # seen questions, embedding
-    # holdout23/24 and foldoc_embedding: the first run embeds every record (2-3 min here), later runs reuse the votes
+    # holdout23-25 and foldoc_embedding: the first run embeds every record (2-3 min here), later runs reuse the votes
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ HOLDOUTS = {  # part: its real sets; the part's number seeds its synthetic draws
     **{part: partial(sets, part=part) for sets, parts in ((fortune_sets, FORTUNE_DEBS), (wordnet_sets, WORDNET_PARTS),
                                                           (foldoc_sets, FOLDOC_PARTS)) for part in parts},
     "holdout23": partial(foldoc_embedded_sets, part="holdout23"),
-    "holdout24": partial(wordnet_embedded_sets, part="holdout24")}
+    "holdout24": partial(wordnet_embedded_sets, part="holdout24"),
+    "holdout25": partial(wordnet_embedded_sets, part="holdout25")}
 SEEN_PARTS = {  # part: real sets of questions seen before, asked again another way (no synthetic draws)
     "foldoc_embedding": partial(foldoc_embedded_sets, part="foldoc_embedding")}
 
