@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from label_suite import HOLDOUTS, SEEN_PARTS, suite  # noqa: E402
+from label_suite import HOLDOUTS, SEEN_PARTS, all_families, suite  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
 
 from assay.labeling.votes import vote_matrix  # noqa: E402
@@ -33,9 +33,8 @@ PARTS = ("tune", "untouched", *sorted(HOLDOUTS, key=lambda p: int(p.removeprefix
 
 def bound_actions(part: str, cache: Path) -> list[dict]:
     """The sets of `part` where the bound held the estimated balance or the fit fell back across 0.5."""
-    families = ["synthetic", "real"] + (["jigsaw"] if part in ("tune", "untouched") else [])
     rows = []
-    for bench in suite(part, families, cache):
+    for bench in suite(part, all_families(part), cache):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit = combine.fit_label_model(vote_matrix(bench.votes))

@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from label_suite import HOLDOUTS, _balance, goal_metric, stated_rate, suite  # noqa: E402
+from label_suite import HOLDOUTS, _balance, all_families, goal_metric, stated_rate, suite  # noqa: E402
 from labelbench.methods import BASELINES, run_method  # noqa: E402
 from labelbench.report import summary  # noqa: E402
 from provenance import provenance, write_result  # noqa: E402
@@ -61,8 +61,7 @@ def main() -> None:
 
     runs = {}
     for part in tqdm(PARTS, desc="parts", unit="part"):
-        families = ["synthetic", "real"] + (["jigsaw"] if part in ("tune", "untouched") else [])
-        sets = suite(part, families, args.cache)
+        sets = suite(part, all_families(part), args.cache)
         for mode, balance_from in MODES.items():
             rows = []
             for bench in sets:

@@ -150,6 +150,11 @@ def _balance(matrix, balance_from: str) -> float:
     return float(combine(matrix, method="label_model").prior)
 
 
+def all_families(part: str) -> list[str]:
+    """Every family of sets `part` has (the Jigsaw votes only in tune and untouched)."""
+    return ["synthetic", "real"] + (["jigsaw"] if part in ("tune", "untouched") else [])
+
+
 def suite(part: str, families: list[str], cache: Path, rebuild_jigsaw: bool = False) -> list[BenchSet]:
     """The sets of the suite, cut to `part`."""
     sets: list[BenchSet] = []

@@ -80,12 +80,9 @@ def foldoc_group(cache: Path, only: list[str] | None,
                  parts: tuple[str, ...] = FOLDOC_STUDENT_PARTS) -> list[tuple[str, dict, dict[str, pa.Table]]]:
     """The questions of the label suite's FOLDOC ``parts`` (``only``: those ids) on FOLDOC's entries, which all
     share one split and one pool; each question's truth is its ``yes_tags``, as in the label suite."""
-    group = []
-    for part in parts:
-        ids, texts, questions = foldoc_questions(cache, part)
-        group += [(qid, {"question": spec["question"], "sources": spec["sources"]}, _split(ids, texts, truth, "foldoc"))
-                  for qid, spec, truth in questions if only is None or qid in only]
-    return group
+    ids, texts, questions = foldoc_questions(cache, *parts)
+    return [(qid, {"question": spec["question"], "sources": spec["sources"]}, _split(ids, texts, truth, "foldoc"))
+            for qid, spec, truth in questions if only is None or qid in only]
 
 
 def keyword_answers(loaded, texts: list[str]) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from assay.labeling.gold import gold_labels
-from assay.labeling.metrics import BALANCE_RATIO, f1_threshold, far_from_balance, precision_recall_f1
+from assay.labeling.metrics import f1_threshold, far_from_balance, precision_recall_f1, within_ratio
 from assay.schemas.questions import Promotion, QuestionSpec
 from assay.schemas.registry import AdapterVersion, Registry, RegistryError
 
@@ -258,11 +258,11 @@ DEGENERATE_FIX = ("read the label report (report/README.md of the label run), ad
 
 def degenerate(rate: float, rules: Promotion, stated: float | None) -> bool:
     """Whether labels with this yes ``rate`` are degenerate: all one answer, or outside ``min_yes_rate``–
-    ``max_yes_rate`` unless within a factor of ``BALANCE_RATIO`` of the question's stated ``expected_yes_rate``
+    ``max_yes_rate`` unless within a factor of 1.5 (``within_ratio``) of the question's stated ``expected_yes_rate``
     (a 0.4 % yes rate for a stated 0.5 % is the question, not a collapse)."""
     if rate <= 0.0 or rate >= 1.0:
         return True
-    near_stated = stated is not None and stated / BALANCE_RATIO < rate < stated * BALANCE_RATIO
+    near_stated = stated is not None and within_ratio(rate, stated)
     return (rate > rules.max_yes_rate or rate < rules.min_yes_rate) and not near_stated
 
 

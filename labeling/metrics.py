@@ -8,11 +8,16 @@ import numpy as np
 BALANCE_RATIO, BALANCE_POINTS = 1.5, 0.05
 
 
+def within_ratio(rate: float, balance: float) -> bool:
+    """Whether a yes rate lies within a factor of ``BALANCE_RATIO`` of the class balance, either way."""
+    ratio = (rate + 1e-9) / (balance + 1e-9)
+    return 1 / BALANCE_RATIO < ratio < BALANCE_RATIO
+
+
 def far_from_balance(rate: float, balance: float) -> bool:
     """Whether a yes rate (of labels, or a mean P(yes)) lies far from the class balance: at least
     ``BALANCE_POINTS`` off and outside a factor of ``BALANCE_RATIO`` either way."""
-    ratio = (rate + 1e-9) / (balance + 1e-9)
-    return abs(rate - balance) >= BALANCE_POINTS and not 1 / BALANCE_RATIO < ratio < BALANCE_RATIO
+    return abs(rate - balance) >= BALANCE_POINTS and not within_ratio(rate, balance)
 
 
 def precision_recall_f1(gold: np.ndarray, predicted: np.ndarray) -> tuple[float, float, float]:

@@ -282,10 +282,10 @@ def read_foldoc(dictd: Path) -> tuple[list[str], list[str], list[set[str]]]:
     return ids, texts, tags
 
 
-def foldoc_questions(cache: Path, part: str) -> tuple[list[str], list[str], list[tuple[str, dict, np.ndarray]]]:
-    """FOLDOC's entries (ids, texts) and, per question of `rules_<part>.yaml` (`part` one of FOLDOC_PARTS), its
-    name, spec and truth: whether the entry carries one of the question's `yes_tags`."""
-    specs = yaml.safe_load((HERE / f"rules_{part}.yaml").read_text())
+def foldoc_questions(cache: Path, *parts: str) -> tuple[list[str], list[str], list[tuple[str, dict, np.ndarray]]]:
+    """FOLDOC's entries (ids, texts), read once, and, per question of each `rules_<part>.yaml` in turn, its name,
+    spec and truth: whether the entry carries one of the question's `yes_tags`."""
+    specs = {name: spec for part in parts for name, spec in yaml.safe_load((HERE / f"rules_{part}.yaml").read_text()).items()}
     ids, texts, tags = read_foldoc(fetch_debs(cache, (FOLDOC_DEB,)) / "usr/share/dictd")
     return ids, texts, [(name, spec, np.array([bool(entry & set(spec["yes_tags"])) for entry in tags]))
                         for name, spec in specs.items()]

@@ -52,10 +52,10 @@ def embedded_sets(ids: list[str], texts: list[str], questions: list[tuple[str, d
     from assay.schemas.loader import load_questions
 
     (work / "questions").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": ids, "text": texts}), work / "records.parquet")
+    records = pa.table({"id": ids, "text": texts})
+    pq.write_table(records, work / "records.parquet")
     for name, spec, truth in questions:
-        pool = pa.table({"id": ids, "text": texts, "label": pa.array(truth.astype(np.int8))})
-        write_question(work / "questions", name, spec, pool)
+        write_question(work / "questions", name, spec, records.append_column("label", pa.array(truth.astype(np.int8))))
     label_questions(load_questions(work / "questions"), work / "records.parquet", work / "labels", sample=None,
                     progress=True)
     row = {i: n for n, i in enumerate(ids)}
@@ -76,10 +76,7 @@ FOLDOC_EMBEDDED_PARTS = {"holdout23": ("holdout19", "holdout23"),  # blind: the 
 def foldoc_embedded_sets(cache: Path, part: str) -> list[BenchSet]:
     """The sets of a part of FOLDOC_EMBEDDED_PARTS: the questions of its rules files, each with the embedding
     source, on all of FOLDOC's entries (labelled in `cache`/embedded/`part`)."""
-    questions = []
-    for rules in FOLDOC_EMBEDDED_PARTS[part]:
-        ids, texts, asked = foldoc_questions(cache, rules)
-        questions += asked
+    ids, texts, questions = foldoc_questions(cache, *FOLDOC_EMBEDDED_PARTS[part])
     return embedded_sets(ids, texts, questions, cache / "embedded" / part, part,
                          f"FOLDOC entries (Debian {FOLDOC_DEB})")
 

@@ -22,8 +22,8 @@ sources (P(yes) is the class balance, or what the constant sources say); one inf
 votes are the labels). A label-model fit that collapsed (most votes from sources pushed below chance, a class
 whose one-way sources it explained away, the no class left with under two records' worth of probability, one
 label for every record, or a balance on the other side of 0.5 from every two-way source's share of yes, unless
-that share comes from a source voting on half the records or more and the fit lies near 0.5) falls back to weighted vote, at the given class balance or with it unknown
-(0.5), and the reason says so. When one large tie group (most often the records nobody voted on) puts the
+that share comes from a source voting on half the records or more and the fit lies near 0.5) falls back to
+weighted vote, at the given class balance or with it unknown (0.5), and the reason says so. When one large tie group (most often the records nobody voted on) puts the
 labels' yes rate far from the class balance, a warning says so and what to do.
 """
 
